@@ -1,0 +1,33 @@
+//! Berth's plugin model, shared by the Docker backend, the operator and the gateway.
+//!
+//! Pure: no I/O, no Docker, no Kubernetes client. It holds the `Plugin` and `PluginGrant`
+//! custom resources, parsing of quantities and durations, semantic validation, risk
+//! scoring with grant coverage and permission diffs, and dependency ordering.
+
+pub mod crd;
+pub mod deps;
+pub mod grant;
+pub mod hooks;
+pub mod load;
+pub mod permissions;
+pub mod plugin;
+pub mod problem;
+pub mod quantity;
+pub mod risk;
+pub mod validate;
+
+pub use grant::{GrantState, PluginGrant, PluginGrantSpec, PluginGrantStatus};
+pub use load::{Document, Loaded, Manifest, load_manifests};
+pub use permissions::{
+    Access, EgressRule, FilesystemMount, KubernetesRule, NetworkPermissions, Permissions,
+    PluginCall, SecretRef,
+};
+pub use plugin::{
+    Capability, CapabilityExample, Condition, ConditionStatus, Dependency, HookMode,
+    HookSubscription, Performance, Phase, Plugin, PluginSpec, PluginStatus, Resources, Revision,
+    RevisionOutcome,
+};
+pub use problem::{Problem, Severity};
+pub use quantity::{DurationString, Quantity};
+pub use risk::{RiskAssessment, RiskTier, assess};
+pub use validate::{ResolvedResources, validate_grant, validate_plugin};
