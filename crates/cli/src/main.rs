@@ -20,6 +20,7 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Print the CustomResourceDefinitions for Plugin and PluginGrant.
     Crd(cmd::crd::Args),
+    // New subcommands go above this line, one variant each.
 }
 
 fn main() -> ExitCode {
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Crd(args) => cmd::crd::run(args),
+        // New match arms go above this line, one each.
     };
     match result {
         Ok(code) => code,
