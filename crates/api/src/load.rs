@@ -69,18 +69,7 @@ impl Loaded {
 pub fn load_manifests(file: &str, bytes: &[u8]) -> Loaded {
     let mut out = Loaded::default();
     if bytes.len() > MAX_MANIFEST_BYTES {
-        out.problems.push(
-            Problem::error(
-                "",
-                format!(
-                    "the file is {:.1} MiB, larger than the {} MiB limit for a manifest",
-                    bytes.len() as f64 / (1024.0 * 1024.0),
-                    MAX_MANIFEST_BYTES / (1024 * 1024)
-                ),
-            )
-            .hint("split it into several files")
-            .in_file(file, None),
-        );
+        out.problems.push(too_large(file, bytes.len() as u64));
         return out;
     }
     let text = match std::str::from_utf8(bytes) {
@@ -119,7 +108,7 @@ pub fn load_manifests(file: &str, bytes: &[u8]) -> Loaded {
             Ok(v) => values.push((index, v)),
             Err(e) => {
                 out.problems
-                    .push(yaml_problem(&e).in_file(file, Some(index)));
+                    .push(yaml_problem(&e).in_file(file, (index > 1).then_some(index)));
                 // The parser cannot resynchronise after a syntax error.
                 break;
             }
@@ -156,6 +145,20 @@ pub fn load_manifests(file: &str, bytes: &[u8]) -> Loaded {
         );
     }
     out
+}
+
+/// The problem reported for a file over [`MAX_MANIFEST_BYTES`]; `size` is its real size.
+pub fn too_large(file: &str, size: u64) -> Problem {
+    Problem::error(
+        "",
+        format!(
+            "the file is {:.1} MiB, larger than the {} MiB limit for a manifest",
+            size as f64 / (1024.0 * 1024.0),
+            MAX_MANIFEST_BYTES / (1024 * 1024)
+        ),
+    )
+    .hint("split it into several files")
+    .in_file(file, None)
 }
 
 fn yaml_problem(e: &serde_yaml::Error) -> Problem {
@@ -357,5 +360,42 @@ spec:
                 .message
                 .contains("no Plugin or PluginGrant")
         );
+    }
+
+    #[test]
+    fn mutated_manifests_never_panic_and_always_answer() {
+        // A deterministic xorshift stream drives byte flips, cuts and insertions.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let base = CALC.as_bytes();
+        let alphabet = b"{}[]:,-&*!|>'\"#%@ \n\t0123456789abcxyzMiKs.";
+        for _ in 0..3000 {
+            let mut bytes = base.to_vec();
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() as usize) % bytes.len().max(1);
+                match next() % 4 {
+                    0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => bytes.truncate(at),
+                    2 => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ => {
+                        bytes.remove(at.min(bytes.len().saturating_sub(1)));
+                    }
+                }
+                if bytes.is_empty() {
+                    bytes.push(b'x');
+                }
+            }
+            let loaded = load_manifests("fuzz.yaml", &bytes);
+            assert!(
+                !loaded.documents.is_empty() || !loaded.problems.is_empty(),
+                "every input gets an answer: {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
     }
 }

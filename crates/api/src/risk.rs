@@ -800,4 +800,27 @@ mod tests {
         assert_eq!(narrower.removed.len(), 2);
         assert_eq!(permission_diff(&old, &old), PermissionDiff::default());
     }
+
+    #[test]
+    fn docs_risk_md_lists_every_weight_as_coded() {
+        let doc = include_str!("../../../docs/risk.md");
+        for (name, weight) in [
+            ("W_EGRESS_ANY", W_EGRESS_ANY),
+            ("W_EGRESS_WILDCARD", W_EGRESS_WILDCARD),
+            ("W_EGRESS_WIDE_CIDR", W_EGRESS_WIDE_CIDR),
+            ("W_EGRESS_HOST", W_EGRESS_HOST),
+            ("W_MOUNT_READ", W_MOUNT_READ),
+            ("W_MOUNT_WRITE", W_MOUNT_WRITE),
+            ("W_SECRET", W_SECRET),
+            ("W_PLUGIN_CALL", W_PLUGIN_CALL),
+            ("W_PLUGIN_CALL_ALL", W_PLUGIN_CALL_ALL),
+            ("W_KUBE_READ", W_KUBE_READ),
+            ("W_KUBE_WRITE", W_KUBE_WRITE),
+            ("W_KUBE_BROAD", W_KUBE_BROAD),
+            ("W_FILTER_HOOK", W_FILTER_HOOK),
+        ] {
+            let row = format!("| {weight} | `{name}` |");
+            assert!(doc.contains(&row), "docs/risk.md should have a row ending {row:?}");
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use berth_api::deps::{Missing, resolve_order};
-use berth_api::load::{MAX_MANIFEST_BYTES, Manifest, load_manifests};
+use berth_api::load::{MAX_MANIFEST_BYTES, Manifest, load_manifests, too_large};
 use berth_api::{Plugin, Problem};
 use serde::Serialize;
 
@@ -96,14 +96,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut problems = Vec::new();
     let mut objects = Vec::new();
-    let mut plugins: Vec<(String, Plugin)> = Vec::new();
+    // (file, document tag, plugin) for naming where dependency problems are.
+    let mut plugins: Vec<(String, Option<usize>, Plugin)> = Vec::new();
     for (file, bytes) in &files {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            let size = std::fs::metadata(file)
+                .map(|m| m.len())
+                .unwrap_or(bytes.len() as u64);
+            problems.push(too_large(file, size));
+            continue;
+        }
         let loaded = load_manifests(file, bytes);
         problems.extend(loaded.problems);
+        let multi = loaded.documents.len() > 1;
         for doc in loaded.documents {
             let risk = match &doc.manifest {
                 Manifest::Plugin(p) => {
-                    plugins.push((file.clone(), (**p).clone()));
+                    plugins.push((file.clone(), multi.then_some(doc.index), (**p).clone()));
                     Some(berth_api::assess(&p.spec.permissions, &p.spec.hooks))
                 }
                 Manifest::Grant(_) => None,
@@ -115,24 +124,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             });
         }
     }
-    let refs: Vec<&Plugin> = plugins.iter().map(|(_, p)| p).collect();
-    let file_of = |object: &Option<String>| {
-        let name = object.as_deref().and_then(|o| o.strip_prefix("Plugin/"));
-        plugins
-            .iter()
-            .find(|(_, p)| Some(p.name()) == name)
-            .map(|(f, _)| f.clone())
+    let refs: Vec<&Plugin> = plugins.iter().map(|(_, _, p)| p).collect();
+    let locate = |mut p: Problem| {
+        let name = p.object.as_deref().and_then(|o| o.strip_prefix("Plugin/"));
+        if let Some((file, doc, _)) = plugins.iter().find(|(_, _, pl)| Some(pl.name()) == name) {
+            p.file = Some(file.clone());
+            p.document = *doc;
+        }
+        p
     };
     // A dependency outside the given files may already be installed: warn, do not fail.
     match resolve_order(&refs, Missing::Warn) {
-        Ok(order) => problems.extend(order.warnings.into_iter().map(|mut p| {
-            p.file = file_of(&p.object);
-            p
-        })),
-        Err(errs) => problems.extend(errs.into_iter().map(|mut p| {
-            p.file = file_of(&p.object);
-            p
-        })),
+        Ok(order) => problems.extend(order.warnings.into_iter().map(locate)),
+        Err(errs) => problems.extend(errs.into_iter().map(locate)),
     }
 
     let invalid = problems.iter().any(Problem::is_error);
