@@ -16,7 +16,10 @@ fn crd_schema(file: &str) -> jsonschema::Validator {
 fn documents(path: &std::path::Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).map(|v: serde_yaml::Value| serde_json::to_value(v).unwrap()))
+        .map(|d| {
+            serde::Deserialize::deserialize(d)
+                .map(|v: serde_yaml::Value| serde_json::to_value(v).unwrap())
+        })
         .collect::<Result<_, _>>()
         .unwrap()
 }
@@ -24,11 +27,19 @@ fn documents(path: &std::path::Path) -> Vec<Value> {
 #[test]
 fn every_example_passes_berth_validation() {
     let files = yaml_files("examples");
-    assert!(files.len() >= 6, "examples/ holds the five plugins and a grant");
+    assert!(
+        files.len() >= 6,
+        "examples/ holds the five plugins and a grant"
+    );
     let mut plugins = Vec::new();
     for file in &files {
         let loaded = load_manifests(&file.display().to_string(), &std::fs::read(file).unwrap());
-        assert!(loaded.problems.is_empty(), "{}: {:?}", file.display(), loaded.problems);
+        assert!(
+            loaded.problems.is_empty(),
+            "{}: {:?}",
+            file.display(),
+            loaded.problems
+        );
         for doc in loaded.documents {
             if let Manifest::Plugin(p) = doc.manifest {
                 plugins.push(*p);
@@ -36,13 +47,24 @@ fn every_example_passes_berth_validation() {
         }
     }
     let names: Vec<&str> = plugins.iter().map(|p| p.name()).collect();
-    for expected in ["calculator", "text-processor", "file-ops", "http-fetch", "hello"] {
+    for expected in [
+        "calculator",
+        "text-processor",
+        "file-ops",
+        "http-fetch",
+        "hello",
+    ] {
         assert!(names.contains(&expected), "examples/ has no {expected}");
     }
     let refs: Vec<_> = plugins.iter().collect();
-    let order = berth_api::deps::resolve_order(&refs, berth_api::deps::Missing::Error).expect("examples resolve");
+    let order = berth_api::deps::resolve_order(&refs, berth_api::deps::Missing::Error)
+        .expect("examples resolve");
     let pos = |n: &str| order.order.iter().position(|x| x == n).unwrap();
-    assert!(pos("text-processor") < pos("http-fetch"), "dependencies start first: {:?}", order.order);
+    assert!(
+        pos("text-processor") < pos("http-fetch"),
+        "dependencies start first: {:?}",
+        order.order
+    );
 }
 
 #[test]
@@ -57,7 +79,10 @@ fn every_example_passes_the_crd_schema() {
                 Some("PluginGrant") => &grant,
                 other => panic!("{}: unexpected kind {other:?}", file.display()),
             };
-            let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{}: {e}", e.instance_path())).collect();
+            let errors: Vec<String> = validator
+                .iter_errors(&doc)
+                .map(|e| format!("{}: {e}", e.instance_path()))
+                .collect();
             assert!(errors.is_empty(), "{}: {errors:?}", file.display());
             checked += 1;
         }
@@ -75,12 +100,21 @@ fn the_crd_schema_rejects_what_it_can_express() {
         ("bad-duration.yaml", "/spec/resources/timeout"),
         ("bad-hook-mode.yaml", "/spec/hooks/0/mode"),
         ("wrong-type.yaml", "/spec/port"),
-        ("bad-port.yaml", "/spec/permissions/network/egress/0/ports/0"),
+        (
+            "bad-port.yaml",
+            "/spec/permissions/network/egress/0/ports/0",
+        ),
         ("bad-semver.yaml", "/spec/version"),
         ("missing-image.yaml", "/spec"),
     ] {
         let doc = &documents(&fixtures.join(file))[0];
-        let errors: Vec<String> = plugin.iter_errors(doc).map(|e| e.instance_path().to_string()).collect();
-        assert!(errors.iter().any(|p| p == pointer), "{file}: expected an error at {pointer}, got {errors:?}");
+        let errors: Vec<String> = plugin
+            .iter_errors(doc)
+            .map(|e| e.instance_path().to_string())
+            .collect();
+        assert!(
+            errors.iter().any(|p| p == pointer),
+            "{file}: expected an error at {pointer}, got {errors:?}"
+        );
     }
 }

@@ -138,13 +138,10 @@ fn find_cycles<'a>(graph: &BTreeMap<&'a str, BTreeSet<&'a str>>) -> Vec<Vec<&'a 
         // Walk first edges from `start` until a node repeats; that loop is a cycle.
         let mut path: Vec<&str> = vec![start];
         let mut current = *start;
-        loop {
-            let Some(next) = graph
-                .get(current)
-                .and_then(|d| d.iter().find(|n| graph.contains_key(*n)))
-            else {
-                break;
-            };
+        while let Some(next) = graph
+            .get(current)
+            .and_then(|d| d.iter().find(|n| graph.contains_key(*n)))
+        {
             if let Some(pos) = path.iter().position(|n| n == next) {
                 let cycle = path[pos..].to_vec();
                 if cycle.iter().all(|n| !in_cycle.contains(n)) {

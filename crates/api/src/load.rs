@@ -172,7 +172,13 @@ fn yaml_problem(e: &serde_yaml::Error) -> Problem {
 }
 
 /// Turns one YAML document into a Berth object. The problem's path names the field.
-pub fn parse_document(value: Value) -> Result<Manifest, Problem> {
+pub fn parse_document(value: Value) -> Result<Manifest, Box<Problem>> {
+    parse_document_unboxed(value).map_err(Box::new)
+}
+
+// Problems are built and returned once per document, off any hot path.
+#[allow(clippy::result_large_err)]
+fn parse_document_unboxed(value: Value) -> Result<Manifest, Problem> {
     let Value::Mapping(map) = &value else {
         return Err(Problem::error("", "the document is not a mapping")
             .hint("a manifest is a mapping with apiVersion, kind, metadata and spec"));

@@ -820,7 +820,10 @@ mod tests {
             ("W_FILTER_HOOK", W_FILTER_HOOK),
         ] {
             let row = format!("| {weight} | `{name}` |");
-            assert!(doc.contains(&row), "docs/risk.md should have a row ending {row:?}");
+            assert!(
+                doc.contains(&row),
+                "docs/risk.md should have a row ending {row:?}"
+            );
         }
     }
 }

@@ -1,0 +1,520 @@
+//! `berth build DIR` and `berth build --all DIR`: compile each plugin's static binary with one
+//! `cargo build`, then build its `FROM scratch` image through the Docker Engine, tagged
+//! `berth/NAME:VERSION` and labelled with its manifest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use berth_api::{Manifest, Plugin, load_manifests};
+use berth_docker::{BuildContext, BuildRequest, DockerClient, MANAGED_BY_LABEL, MANIFEST_LABEL};
+use serde::Deserialize;
+
+mod dockerfile;
+
+/// The target every plugin binary is built for.
+pub const PLUGIN_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Options of `berth build`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A plugin folder (berth.yaml, Dockerfile, Cargo.toml, src/); with --all, a folder of them.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Build every plugin folder directly under DIR.
+    #[arg(long)]
+    pub all: bool,
+    /// Print every line of builder output instead of a progress bar.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Build the image even when one with the same binary, manifest and Dockerfile exists.
+    #[arg(long)]
+    pub rebuild: bool,
+}
+
+/// Image label holding the digest of the build context, to skip builds that change nothing.
+pub const CONTEXT_DIGEST_LABEL: &str = "dev.berth.context-digest";
+
+/// A plugin folder, read and checked.
+#[derive(Debug)]
+pub struct PluginDir {
+    /// The folder.
+    pub dir: PathBuf,
+    /// `berth.yaml`, verbatim.
+    pub manifest_text: String,
+    /// The parsed manifest.
+    pub plugin: Plugin,
+    /// The Dockerfile, verbatim.
+    pub dockerfile: String,
+}
+
+impl PluginDir {
+    /// The image tag: `berth/NAME:VERSION`.
+    pub fn tag(&self) -> String {
+        format!("berth/{}:{}", self.plugin.name(), self.plugin.spec.version)
+    }
+}
+
+/// Exit codes: 0 every image was built, 1 a plugin folder is inconsistent or a build
+/// failed, 2 the tools (cargo, Docker) are missing.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dirs = if args.all {
+        plugin_dirs_under(&args.dir)?
+    } else {
+        vec![args.dir.clone()]
+    };
+    let mut plugins = Vec::new();
+    let mut problems = Vec::new();
+    for dir in &dirs {
+        match read_plugin_dir(dir) {
+            Ok(p) => plugins.push(p),
+            Err(mut errs) => problems.append(&mut errs),
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        eprintln!(
+            "nothing was built: fix the {} problem(s) above",
+            problems.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+
+    let binaries = match compile(&plugins) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let docker = match DockerClient::connect().await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        let mut failed = 0;
+        for (plugin, binary) in plugins.iter().zip(&binaries) {
+            match build_image(&docker, plugin, binary, &args).await {
+                Ok(summary) => println!("{summary}"),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: {}: {e:#}", plugin.dir.display());
+                }
+            }
+        }
+        Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+/// Every folder directly under `root` that holds a `berth.yaml`, sorted.
+fn plugin_dirs_under(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in
+        std::fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?
+    {
+        let path = entry?.path();
+        if path.join("berth.yaml").is_file() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    if dirs.is_empty() {
+        bail!(
+            "{}: no plugin folders (folders holding a berth.yaml) directly under it",
+            root.display()
+        );
+    }
+    Ok(dirs)
+}
+
+/// Reads and cross-checks `berth.yaml`, `Dockerfile` and `Cargo.toml` of one folder.
+pub fn read_plugin_dir(dir: &Path) -> Result<PluginDir, Vec<String>> {
+    let manifest_path = dir.join("berth.yaml");
+    let manifest_file = manifest_path.display().to_string();
+    let manifest_text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+        vec![format!(
+            "{manifest_file}: cannot read ({e}); every plugin folder needs its manifest there"
+        )]
+    })?;
+    let loaded = load_manifests(&manifest_file, manifest_text.as_bytes());
+    if loaded.has_errors() {
+        return Err(loaded
+            .problems
+            .iter()
+            .filter(|p| p.is_error())
+            .map(ToString::to_string)
+            .collect());
+    }
+    let mut plugins = loaded
+        .documents
+        .into_iter()
+        .filter_map(|d| match d.manifest {
+            Manifest::Plugin(p) => Some(*p),
+            Manifest::Grant(_) => None,
+        });
+    let (Some(plugin), None) = (plugins.next(), plugins.next()) else {
+        return Err(vec![format!(
+            "{manifest_file}: must hold exactly one Plugin document (grants go elsewhere)"
+        )]);
+    };
+    let dockerfile_path = dir.join("Dockerfile");
+    let dockerfile_file = dockerfile_path.display().to_string();
+    let dockerfile = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
+        vec![format!(
+            "{dockerfile_file}: cannot read ({e}); `berth new` writes one to start from"
+        )]
+    })?;
+    let mut problems = dockerfile::check(&dockerfile_file, &dockerfile, &plugin);
+    if !dir.join("Cargo.toml").is_file() {
+        problems.push(format!(
+            "{}: missing; berth build compiles the plugin from its Cargo package",
+            dir.join("Cargo.toml").display()
+        ));
+    }
+    if problems.is_empty() {
+        Ok(PluginDir {
+            dir: dir.to_path_buf(),
+            manifest_text,
+            plugin,
+            dockerfile,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    packages: Vec<MetadataPackage>,
+    workspace_root: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct MetadataPackage {
+    id: String,
+    name: String,
+    version: String,
+    manifest_path: PathBuf,
+    targets: Vec<MetadataTarget>,
+}
+
+#[derive(Deserialize)]
+struct MetadataTarget {
+    name: String,
+    kind: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ArtifactMessage {
+    reason: String,
+    #[serde(default)]
+    package_id: String,
+    #[serde(default)]
+    executable: Option<PathBuf>,
+    #[serde(default)]
+    target: Option<MetadataTarget>,
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// What to compile for one plugin folder.
+struct Package {
+    id: String,
+    name: String,
+    bin: String,
+    workspace_root: PathBuf,
+}
+
+fn package_of(plugin: &PluginDir) -> anyhow::Result<Package> {
+    let manifest = plugin
+        .dir
+        .join("Cargo.toml")
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve Cargo.toml", plugin.dir.display()))?;
+    let output = cargo()
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow!("cannot run cargo ({e}); install Rust (rustup) to build plugins"))?;
+    if !output.status.success() {
+        bail!("{}: cargo metadata failed; see above", manifest.display());
+    }
+    let metadata: Metadata = serde_json::from_slice(&output.stdout)
+        .context("cargo metadata printed something unexpected")?;
+    let package = metadata
+        .packages
+        .into_iter()
+        .find(|p| p.manifest_path == manifest)
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: not a member of its Cargo workspace {}; add it to [workspace] members or give it its own empty [workspace] table",
+                manifest.display(),
+                metadata.workspace_root.display()
+            )
+        })?;
+    if package.version != plugin.plugin.spec.version {
+        bail!(
+            "{}: spec.version is {} but {} says version = \"{}\"; make them equal (the plugin reports its crate version in /v1/describe)",
+            plugin.dir.join("berth.yaml").display(),
+            plugin.plugin.spec.version,
+            manifest.display(),
+            package.version
+        );
+    }
+    let bins: Vec<&MetadataTarget> = package
+        .targets
+        .iter()
+        .filter(|t| t.kind.iter().any(|k| k == "bin"))
+        .collect();
+    let bin = match bins.as_slice() {
+        [one] => one.name.clone(),
+        [] => bail!(
+            "{}: the package has no binary target; a plugin is a program (src/main.rs)",
+            manifest.display()
+        ),
+        many => many
+            .iter()
+            .find(|t| t.name == package.name)
+            .map(|t| t.name.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: several binaries and none named {}; keep one",
+                    manifest.display(),
+                    package.name
+                )
+            })?,
+    };
+    Ok(Package {
+        id: package.id,
+        name: package.name,
+        bin,
+        workspace_root: metadata.workspace_root,
+    })
+}
+
+/// Compiles every plugin's static binary, one `cargo build` per Cargo workspace; returns the
+/// binaries in the order of `plugins`.
+fn compile(plugins: &[PluginDir]) -> anyhow::Result<Vec<PathBuf>> {
+    let packages = plugins
+        .iter()
+        .map(package_of)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut by_workspace: BTreeMap<&Path, Vec<&Package>> = BTreeMap::new();
+    for p in &packages {
+        by_workspace
+            .entry(p.workspace_root.as_path())
+            .or_default()
+            .push(p);
+    }
+    let mut built: HashMap<String, PathBuf> = HashMap::new();
+    for (root, members) in by_workspace {
+        let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        if !rustflags.contains("crt-static") {
+            rustflags.push_str(" -C target-feature=+crt-static");
+        }
+        let mut cmd = cargo();
+        cmd.args([
+            "build",
+            "--release",
+            "--target",
+            PLUGIN_TARGET,
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(root.join("Cargo.toml"))
+        .env("RUSTFLAGS", rustflags.trim())
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for m in &members {
+            cmd.args(["-p", &m.name]);
+        }
+        eprintln!(
+            "compiling {} for {PLUGIN_TARGET} (static)",
+            members
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut child = cmd.spawn().map_err(|e| {
+            anyhow!("cannot run cargo ({e}); install Rust (rustup) to build plugins")
+        })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("cargo gave no output"))?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            let Ok(msg) = serde_json::from_str::<ArtifactMessage>(&line) else {
+                continue;
+            };
+            if msg.reason != "compiler-artifact" {
+                continue;
+            }
+            let Some(exe) = msg.executable else { continue };
+            if let Some(m) = members.iter().find(|m| {
+                m.id == msg.package_id && msg.target.as_ref().is_some_and(|t| t.name == m.bin)
+            }) {
+                built.insert(m.id.clone(), exe);
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!(
+                "cargo build failed ({status}); the compiler's messages are above. Static builds need the {PLUGIN_TARGET} target and glibc's static libraries (Debian: libc6-dev)"
+            );
+        }
+    }
+    packages
+        .iter()
+        .map(|p| {
+            built
+                .get(&p.id)
+                .cloned()
+                .ok_or_else(|| anyhow!("cargo reported no binary for {}", p.name))
+        })
+        .collect()
+}
+
+/// Builds one image and checks the result carries the manifest.
+async fn build_image(
+    docker: &DockerClient,
+    plugin: &PluginDir,
+    binary: &Path,
+    args: &Args,
+) -> anyhow::Result<String> {
+    let verbose = args.verbose;
+    let tag = plugin.tag();
+    let bytes =
+        std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let digest = context_digest(&plugin.dockerfile, &plugin.manifest_text, &bytes);
+    let previous = docker.inspect_image(&tag).await.ok();
+    if !args.rebuild
+        && let Some(image) = &previous
+        && image.labels.get(CONTEXT_DIGEST_LABEL) == Some(&digest)
+    {
+        return Ok(format!(
+            "{tag} is up to date ({}); --rebuild builds it anyway",
+            image.id.get(..19).unwrap_or(&image.id)
+        ));
+    }
+    let mut context = BuildContext::new();
+    context
+        .add("Dockerfile", plugin.dockerfile.as_bytes(), 0o644)?
+        .add("berth.yaml", plugin.manifest_text.as_bytes(), 0o644)?
+        .add("plugin", &bytes, 0o755)?;
+    let request = BuildRequest {
+        tag: tag.clone(),
+        labels: HashMap::from([
+            (MANIFEST_LABEL.to_owned(), plugin.manifest_text.clone()),
+            (
+                "org.opencontainers.image.title".to_owned(),
+                plugin.plugin.name().to_owned(),
+            ),
+            (
+                "org.opencontainers.image.version".to_owned(),
+                plugin.plugin.spec.version.clone(),
+            ),
+            (MANAGED_BY_LABEL.to_owned(), "berth-build".to_owned()),
+            (CONTEXT_DIGEST_LABEL.to_owned(), digest.clone()),
+        ]),
+        build_args: HashMap::from([("BERTH_MANIFEST".to_owned(), plugin.manifest_text.clone())]),
+    };
+    let bar = if verbose {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix}: {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(tag.clone());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    };
+    let result = docker
+        .build_image(context.finish()?, &request, |line| {
+            if verbose {
+                eprintln!("{tag}: {line}");
+            } else {
+                bar.set_message(line.to_owned());
+            }
+        })
+        .await;
+    bar.finish_and_clear();
+    let id = result?;
+    let image = docker.inspect_image(&tag).await?;
+    // The image this tag named before is now untagged; drop it unless a container uses it.
+    if let Some(old) = previous
+        && old.id != image.id
+        && old.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some("berth-build")
+        && old.tags.iter().all(|t| *t == tag)
+    {
+        let _ = docker.remove_image(&old.id, false).await;
+    }
+    if image.labels.get(MANIFEST_LABEL) != Some(&plugin.manifest_text) {
+        bail!(
+            "the image {tag} was built but its {MANIFEST_LABEL} label is not berth.yaml; check the Dockerfile's LABEL lines"
+        );
+    }
+    if !matches!(image.user.as_deref(), Some("65532:65532" | "65532")) {
+        bail!(
+            "the image {tag} runs as {:?}; the Dockerfile must say USER 65532:65532",
+            image.user
+        );
+    }
+    let mut summary = format!(
+        "built {tag} ({}, binary {:.1} MiB)",
+        id.get(..19).unwrap_or(&id),
+        bytes.len() as f64 / (1024.0 * 1024.0)
+    );
+    if plugin.plugin.spec.image != tag && !plugin.plugin.spec.image.ends_with(&format!("/{tag}")) {
+        summary.push_str(&format!(
+            "; note: berth.yaml's spec.image is {}, tag or push the image under that name",
+            plugin.plugin.spec.image
+        ));
+    }
+    Ok(summary)
+}
+
+/// `sha256:<hex>` over the three files of the build context.
+fn context_digest(dockerfile: &str, manifest: &str, binary: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [dockerfile.as_bytes(), manifest.as_bytes(), binary] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}

@@ -1,0 +1,147 @@
+//! `berth gateway`: run the gateway in front of plugins given by manifests and endpoints;
+//! `berth gateway token`: mint a token and print its tokens-file line.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use berth_gateway::{Config, Gateway, Scope};
+use tracing_subscriber::EnvFilter;
+
+/// Options of `berth gateway`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// Helper commands.
+    #[command(subcommand)]
+    pub command: Option<GatewayCommand>,
+    /// Where plugins come from: `static` (manifests and endpoints given with --plugins and
+    /// --endpoint) or `kubernetes` (watch Plugins, PluginGrants and EndpointSlices).
+    #[arg(long, env = "BERTH_BACKEND", value_enum, default_value_t = Backend::Static)]
+    pub backend: Backend,
+    /// Namespace to watch with `--backend kubernetes`.
+    #[arg(long, env = "BERTH_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// With `--backend kubernetes`: the highest risk tier that runs without a grant (must
+    /// match the operator's).
+    #[arg(long, env = "BERTH_AUTO_APPROVE_TIER", default_value = "low")]
+    pub auto_approve_tier: berth_api::RiskTier,
+    /// The gateway's configuration.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Where the gateway's plugin directory comes from.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Manifests and endpoints from the command line.
+    Static,
+    /// Plugins in a Kubernetes namespace.
+    Kubernetes,
+}
+
+/// `berth gateway` helpers.
+#[derive(clap::Subcommand, Debug)]
+pub enum GatewayCommand {
+    /// Mint a bearer token: prints it once (stderr) and its tokens-file line (stdout).
+    Token(TokenArgs),
+}
+
+/// Options of `berth gateway token`.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// Who the token is for (shown as Berth-Caller and in the audit log).
+    #[arg(long)]
+    pub name: String,
+    /// Scopes: admin, invoke:*, invoke:PLUGIN, hooks:*, hooks:HOOK, plugin:NAME.
+    #[arg(long = "scope", required = true, value_delimiter = ',')]
+    pub scopes: Vec<Scope>,
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM, then drains in-flight requests.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(GatewayCommand::Token(token)) = args.command {
+        return mint(token);
+    }
+    // Logs go to stderr so that the stdout audit sink stays pure JSON lines.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = args.config;
+    let (backend, namespace, tier) = (args.backend, args.namespace, args.auto_approve_tier);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let running = match backend {
+            Backend::Static => Gateway::from_config(&config)?,
+            Backend::Kubernetes => {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;
+                let (directory, _watch) =
+                    berth_operator::directory::KubernetesDirectory::start(client, &namespace, tier);
+                Gateway::from_config_with(&config, directory)?
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let snapshot = berth_gateway::PluginDirectory::snapshot(running.directory.as_ref());
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            plugins = snapshot.len(),
+            ready = snapshot.plugins().filter(|e| e.is_ready()).count(),
+            "gateway listening"
+        );
+        berth_gateway::serve(
+            listener,
+            running.gateway,
+            config.shutdown_grace,
+            shutdown_signal(),
+        )
+        .await?;
+        running.audit_writer.finish().await;
+        tracing::info!("gateway stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mint(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let token = berth_gateway::auth::generate_token().context("cannot read random bytes")?;
+    let scopes: Vec<String> = args.scopes.iter().map(ToString::to_string).collect();
+    eprintln!("token (shown once; give it to the caller): {token}");
+    println!(
+        "{} {} {}",
+        args.name,
+        berth_gateway::auth::digest_line(&token),
+        scopes.join(",")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

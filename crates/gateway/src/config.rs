@@ -1,0 +1,212 @@
+//! The gateway's configuration: one typed struct, parsed once from flags with `BERTH_*`
+//! environment fallbacks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where audit events go.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditSinkKind {
+    /// The embedded SQLite store at `--store`.
+    Sqlite,
+    /// JSON lines on standard output.
+    Stdout,
+}
+
+/// Everything `berth gateway` can be told.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// Address to listen on. Keep it on loopback unless a proxy fronts the gateway.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+
+    /// Plugin and PluginGrant manifests (files or directories) for the static directory.
+    #[arg(
+        long = "plugins",
+        env = "BERTH_PLUGINS",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub plugins: Vec<PathBuf>,
+
+    /// Where a plugin is served: NAME=http://HOST:PORT (repeat for more instances).
+    #[arg(long = "endpoint", env = "BERTH_ENDPOINTS", value_delimiter = ',', value_parser = parse_endpoint, value_name = "NAME=URL")]
+    pub endpoints: Vec<(String, String)>,
+
+    /// Tokens file: `NAME sha256:HEX SCOPES` per line (see `berth gateway token`).
+    #[arg(long, env = "BERTH_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Tokens in the tokens-file format, entries separated by `;` or newlines.
+    #[arg(
+        long,
+        env = "BERTH_TOKENS",
+        hide_env_values = true,
+        value_name = "ENTRIES"
+    )]
+    pub tokens: Option<String>,
+
+    /// The embedded store (audit log) of local mode.
+    #[arg(
+        long,
+        env = "BERTH_STORE",
+        default_value = ".berth/berth.db",
+        value_name = "FILE"
+    )]
+    pub store: PathBuf,
+
+    /// Audit sinks.
+    #[arg(
+        long = "audit-sink",
+        env = "BERTH_AUDIT_SINKS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sqlite"
+    )]
+    pub audit_sinks: Vec<AuditSinkKind>,
+
+    /// How often successful invocations are summarised into the audit log.
+    #[arg(long, env = "BERTH_AUDIT_SUMMARY_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub audit_summary_interval: Duration,
+
+    /// Largest request body accepted (413 beyond), e.g. 1Mi.
+    #[arg(long, env = "BERTH_MAX_BODY", default_value = "1Mi", value_parser = parse_bytes)]
+    pub max_body: usize,
+
+    /// Largest plugin answer accepted (502 beyond), e.g. 8Mi.
+    #[arg(long, env = "BERTH_MAX_RESPONSE_BODY", default_value = "8Mi", value_parser = parse_bytes)]
+    pub max_response_body: usize,
+
+    /// Deadline of one hook delivery (a subscriber's own timeout may be shorter).
+    #[arg(long, env = "BERTH_HOOK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub hook_timeout: Duration,
+
+    /// Consecutive failures that open a plugin's circuit breaker (0 disables it).
+    #[arg(long, env = "BERTH_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+
+    /// How long an open breaker refuses calls before letting a probe through.
+    #[arg(long, env = "BERTH_BREAKER_OPEN_FOR", default_value = "10s", value_parser = parse_duration)]
+    pub breaker_open_for: Duration,
+
+    /// Extra attempts for idempotent capabilities after a transport error or a 5xx.
+    #[arg(long, env = "BERTH_RETRIES", default_value_t = 2)]
+    pub retries: u32,
+
+    /// Pause before the first retry; doubles with each further one.
+    #[arg(long, env = "BERTH_RETRY_BACKOFF", default_value = "25ms", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+
+    /// Time allowed to open a connection to a plugin.
+    #[arg(long, env = "BERTH_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Idle keep-alive connections kept per plugin instance.
+    #[arg(long, env = "BERTH_POOL_IDLE_PER_HOST", default_value_t = 256)]
+    pub pool_idle_per_host: usize,
+
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
+    #[arg(long, env = "BERTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            plugins: Vec::new(),
+            endpoints: Vec::new(),
+            tokens_file: None,
+            tokens: None,
+            store: PathBuf::from(".berth/berth.db"),
+            audit_sinks: vec![AuditSinkKind::Sqlite],
+            audit_summary_interval: Duration::from_secs(60),
+            max_body: 1024 * 1024,
+            max_response_body: 8 * 1024 * 1024,
+            hook_timeout: Duration::from_secs(5),
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(10),
+            retries: 2,
+            retry_backoff: Duration::from_millis(25),
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_per_host: 256,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Parses `5s`, `250ms`, `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    berth_api::quantity::parse_duration(s).map_err(|e| format!("{} ({})", e.message, e.hint))
+}
+
+/// Parses `1Mi`, `512Ki`, `1048576`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let bytes = berth_api::Quantity::new(s)
+        .bytes()
+        .map_err(|e| format!("{} ({})", e.message, e.hint))?;
+    usize::try_from(bytes).map_err(|_| format!("{s} is too large"))
+}
+
+/// Parses `NAME=URL`.
+pub fn parse_endpoint(s: &str) -> Result<(String, String), String> {
+    let (name, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=http://HOST:PORT"))?;
+    crate::directory::Endpoint::parse(url).map_err(|e| e.to_string())?;
+    Ok((name.trim().to_owned(), url.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    /// Parses flags only: `BERTH_*` variables of the environment running the tests are ignored.
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command().mut_args(|a| a.env(None));
+        let matches = command.try_get_matches_from(args)?;
+        Ok(Cli::from_arg_matches(&matches)?.config)
+    }
+
+    #[test]
+    fn defaults_match_the_flag_defaults() {
+        let parsed = parse(&["berth-gateway"]).unwrap();
+        let default = Config::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn flags_parse_into_typed_values() {
+        let c = parse(&[
+            "g",
+            "--listen",
+            "127.0.0.1:9000",
+            "--endpoint",
+            "calc=http://127.0.0.1:8080,echo=http://127.0.0.1:8081",
+            "--max-body",
+            "64Ki",
+            "--breaker-open-for",
+            "1m30s",
+            "--audit-sink",
+            "sqlite,stdout",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.endpoints.len(), 2);
+        assert_eq!(c.max_body, 64 * 1024);
+        assert_eq!(c.breaker_open_for, Duration::from_secs(90));
+        assert_eq!(
+            c.audit_sinks,
+            [AuditSinkKind::Sqlite, AuditSinkKind::Stdout]
+        );
+        assert!(parse(&["g", "--endpoint", "calc"]).is_err());
+    }
+}

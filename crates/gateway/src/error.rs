@@ -1,0 +1,246 @@
+//! The gateway's one error type, and how each error becomes an HTTP answer.
+//!
+//! Every error answer has the shape of plugin protocol v1:
+//! `{"error": {"code": "...", "message": "...", "details": ...}}`; `code` is stable.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+/// What can go wrong in the gateway, at start-up or on a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad configuration: a flag, a manifest, a tokens file.
+    #[error("{0}")]
+    Config(String),
+    /// The audit store failed.
+    #[error(transparent)]
+    Store(#[from] berth_store::Error),
+    /// No or malformed `Authorization` header, or an unknown token.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The token's scopes do not allow this.
+    #[error("the token lacks the scope {needed}")]
+    Forbidden {
+        /// The scope that would allow it.
+        needed: String,
+    },
+    /// A plugin called another plugin outside its grants.
+    #[error("plugin {caller} is not granted calls to {target}/{capability}")]
+    PermissionDenied {
+        /// The calling plugin.
+        caller: String,
+        /// The plugin it tried to call.
+        target: String,
+        /// The capability.
+        capability: String,
+    },
+    /// No plugin by that name.
+    #[error("no plugin named {0:?}")]
+    PluginNotFound(String),
+    /// The plugin has no such capability.
+    #[error("plugin {plugin} has no capability {capability:?}")]
+    CapabilityNotFound {
+        /// The plugin.
+        plugin: String,
+        /// The capability asked for.
+        capability: String,
+    },
+    /// The plugin is switched off.
+    #[error("plugin {0} is disabled")]
+    PluginDisabled(String),
+    /// The plugin has no ready instance.
+    #[error("plugin {plugin} is not ready (phase {phase})")]
+    PluginNotReady {
+        /// The plugin.
+        plugin: String,
+        /// Its phase.
+        phase: String,
+    },
+    /// The body is not JSON.
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The input does not match the capability's schema.
+    #[error("the input does not match the schema of {capability}: {first}")]
+    SchemaViolation {
+        /// The capability.
+        capability: String,
+        /// The first violation, as text.
+        first: String,
+        /// Every violation: `{instancePath, schemaPath, message}`.
+        violations: Vec<Value>,
+    },
+    /// A bad request header or hook body.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The body is larger than the limit.
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The plugin already has `maxConcurrency` invocations in flight.
+    #[error("plugin {plugin} is at its concurrency limit ({limit})")]
+    Saturated {
+        /// The plugin.
+        plugin: String,
+        /// Its limit.
+        limit: u32,
+    },
+    /// The plugin's circuit breaker is open.
+    #[error("plugin {plugin} is failing; calls are suspended for {}s", retry_after.as_secs().max(1))]
+    CircuitOpen {
+        /// The plugin.
+        plugin: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The deadline passed before the plugin answered.
+    #[error("plugin {plugin} did not answer within {}ms", deadline.as_millis())]
+    DeadlineExceeded {
+        /// The plugin.
+        plugin: String,
+        /// The budget it had.
+        deadline: Duration,
+    },
+    /// The plugin could not be reached.
+    #[error("plugin {plugin} could not be reached: {reason}")]
+    Unreachable {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// The plugin failed (5xx) or answered something that is not protocol v1.
+    #[error("plugin {plugin} failed: {message}")]
+    PluginFailed {
+        /// The plugin.
+        plugin: String,
+        /// Its status, when it answered.
+        status: Option<u16>,
+        /// What it said.
+        message: String,
+        /// Its error object, when it sent one.
+        error: Option<Value>,
+    },
+    /// No route.
+    #[error("no such endpoint")]
+    NotFound,
+    /// Wrong method for the route.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The gateway is not ready (directory not synced).
+    #[error("{0}")]
+    NotReady(String),
+}
+
+impl Error {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Config(_) | Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } | Error::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            Error::PluginNotFound(_) | Error::CapabilityNotFound { .. } | Error::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::InvalidJson(_) | Error::SchemaViolation { .. } | Error::BadRequest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Saturated { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::PluginDisabled(_)
+            | Error::PluginNotReady { .. }
+            | Error::CircuitOpen { .. }
+            | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Unreachable { .. } | Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The stable `error.code`; also the label errors are counted by.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Store(_) => "store",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden { .. } => "forbidden",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::PluginNotFound(_) => "plugin_not_found",
+            Error::CapabilityNotFound { .. } => "capability_not_found",
+            Error::PluginDisabled(_) => "plugin_disabled",
+            Error::PluginNotReady { .. } => "plugin_not_ready",
+            Error::InvalidJson(_) => "invalid_json",
+            Error::SchemaViolation { .. } => "schema_violation",
+            Error::BadRequest { code, .. } => code,
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::Saturated { .. } => "concurrency_limit",
+            Error::CircuitOpen { .. } => "circuit_open",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            Error::Unreachable { .. } => "plugin_unreachable",
+            Error::PluginFailed { .. } => "plugin_error",
+            Error::NotFound => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::NotReady(_) => "not_ready",
+        }
+    }
+
+    /// Same as [`Error::code`], under the name other Berth crates use.
+    pub fn metric_label(&self) -> &'static str {
+        self.code()
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            Error::SchemaViolation { violations, .. } => Some(Value::Array(violations.clone())),
+            Error::PluginFailed { status, error, .. } => {
+                Some(json!({"pluginStatus": status, "pluginError": error}))
+            }
+            Error::PermissionDenied {
+                target, capability, ..
+            } => Some(json!({"plugin": target, "capability": capability})),
+            _ => None,
+        }
+    }
+
+    /// The JSON body of the answer.
+    pub fn body(&self) -> Value {
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        if let Some(details) = self.details() {
+            error["details"] = details;
+        }
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Error::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Error::CircuitOpen { retry_after, .. } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            Error::Saturated { .. } | Error::PluginNotReady { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Result with the gateway's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,444 @@
+//! The gateway's shared state and per-plugin runtime (limiter, breaker, compiled schemas).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use berth_store::AuditEvent;
+use berth_store::audit::types;
+use http::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::audit::{Auditor, Summarizer};
+use crate::auth::{Principal, TokenStore, bearer, digest};
+use crate::breaker::CircuitBreaker;
+use crate::config::Config;
+use crate::directory::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry};
+use crate::metrics::Metrics;
+use crate::upstream::{self, HttpClient};
+use crate::{Error, Result};
+
+/// The limits and timings the request path uses, taken from [`Config`].
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub max_body: usize,
+    pub max_response_body: usize,
+    pub hook_timeout: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open_for: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+}
+
+/// The gateway: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub limits: Limits,
+    pub directory: Arc<dyn PluginDirectory>,
+    pub tokens: TokenStore,
+    pub metrics: Metrics,
+    pub auditor: Auditor,
+    pub client: HttpClient,
+    runtimes: RwLock<HashMap<String, Arc<PluginRuntime>>>,
+    request_ids: AtomicU64,
+    boot: u64,
+    summarizer: Mutex<Summarizer>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in self
+            .background
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// One plugin revision's runtime state.
+pub(crate) struct PluginRuntime {
+    pub revision: u64,
+    pub limiter: Arc<Semaphore>,
+    pub max_concurrency: u32,
+    pub timeout: Duration,
+    pub breaker: CircuitBreaker,
+    validators: HashMap<String, std::result::Result<Arc<jsonschema::Validator>, String>>,
+    next_endpoint: AtomicUsize,
+    /// `berth_inflight_invocations{plugin}`, resolved once.
+    pub inflight: prometheus::IntGauge,
+    capability_metrics: HashMap<String, CapabilityMetrics>,
+}
+
+/// The series a successful call touches, resolved once per revision (not per request).
+pub(crate) struct CapabilityMetrics {
+    pub success: prometheus::IntCounter,
+    pub duration: prometheus::Histogram,
+}
+
+impl PluginRuntime {
+    fn build(entry: &PluginEntry, limits: &Limits, metrics: &Metrics) -> Self {
+        let name = entry.name();
+        let capability_metrics = entry
+            .plugin
+            .spec
+            .capabilities
+            .iter()
+            .map(|c| {
+                let m = CapabilityMetrics {
+                    success: metrics.invocations.with_label_values(&[
+                        name,
+                        c.name.as_str(),
+                        "success",
+                    ]),
+                    duration: metrics
+                        .invocation_duration
+                        .with_label_values(&[name, c.name.as_str()]),
+                };
+                (c.name.clone(), m)
+            })
+            .collect();
+        let resources = entry.plugin.spec.resources.resolve();
+        let (timeout, max_concurrency) = match &resources {
+            Ok(r) => (r.timeout, r.max_concurrency.max(1)),
+            Err(_) => (
+                Duration::from_secs(10),
+                berth_api::plugin::DEFAULT_MAX_CONCURRENCY,
+            ),
+        };
+        let validators = entry
+            .plugin
+            .spec
+            .capabilities
+            .iter()
+            .filter_map(|c| {
+                let schema = c.input.as_ref()?;
+                let compiled = jsonschema::validator_for(schema)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string());
+                Some((c.name.clone(), compiled))
+            })
+            .collect();
+        Self {
+            revision: entry.revision,
+            limiter: Arc::new(Semaphore::new(max_concurrency as usize)),
+            max_concurrency,
+            timeout,
+            breaker: CircuitBreaker::new(limits.breaker_failures, limits.breaker_open_for),
+            validators,
+            next_endpoint: AtomicUsize::new(0),
+            inflight: metrics.inflight.with_label_values(&[name]),
+            capability_metrics,
+        }
+    }
+
+    /// Checks `input` against the capability's schema (compiled once per revision).
+    pub fn validate(&self, plugin: &str, capability: &str, input: &Value) -> Result<()> {
+        let Some(validator) = self.validators.get(capability) else {
+            return Ok(());
+        };
+        let validator = validator.as_ref().map_err(|e| {
+            Error::Config(format!(
+                "plugin {plugin}: capability {capability}: the input schema does not compile: {e}"
+            ))
+        })?;
+        if validator.is_valid(input) {
+            return Ok(());
+        }
+        let violations: Vec<Value> = validator
+            .iter_errors(input)
+            .take(20)
+            .map(|e| {
+                json!({
+                    "instancePath": e.instance_path().to_string(),
+                    "schemaPath": e.schema_path().to_string(),
+                    "message": e.to_string(),
+                })
+            })
+            .collect();
+        let first = violations
+            .first()
+            .map(|v| {
+                let path = v["instancePath"].as_str().unwrap_or_default();
+                let path = if path.is_empty() { "/" } else { path };
+                format!("at {path}: {}", v["message"].as_str().unwrap_or_default())
+            })
+            .unwrap_or_default();
+        Err(Error::SchemaViolation {
+            capability: capability.to_owned(),
+            first,
+            violations,
+        })
+    }
+
+    /// The success counter and duration histogram of a capability.
+    pub fn capability_metrics(&self, capability: &str) -> Option<&CapabilityMetrics> {
+        self.capability_metrics.get(capability)
+    }
+
+    /// The next endpoint in round-robin order.
+    pub fn pick<'a>(&self, endpoints: &'a [Endpoint]) -> &'a Endpoint {
+        let i = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        &endpoints[i % endpoints.len()]
+    }
+}
+
+impl Gateway {
+    /// Builds a gateway over `directory`. Starts the audit summary and directory-watch
+    /// tasks, so it needs a Tokio runtime.
+    pub fn new(
+        config: &Config,
+        directory: Arc<dyn PluginDirectory>,
+        tokens: TokenStore,
+        metrics: Metrics,
+        auditor: Auditor,
+    ) -> Self {
+        let limits = Limits {
+            max_body: config.max_body,
+            max_response_body: config.max_response_body,
+            hook_timeout: config.hook_timeout,
+            breaker_failures: config.breaker_failures,
+            breaker_open_for: config.breaker_open_for,
+            retries: config.retries,
+            retry_backoff: config.retry_backoff,
+        };
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let inner = Arc::new(Inner {
+            limits,
+            client: upstream::client(config.connect_timeout, config.pool_idle_per_host),
+            summarizer: Mutex::new(Summarizer::new(metrics.clone(), auditor.clone())),
+            directory,
+            tokens,
+            metrics,
+            auditor,
+            runtimes: RwLock::new(HashMap::new()),
+            request_ids: AtomicU64::new(0),
+            boot,
+            background: Mutex::new(Vec::new()),
+        });
+        let gateway = Self { inner };
+        gateway.observe_snapshot(&gateway.inner.directory.snapshot());
+        let watch = tokio::spawn(watch_directory(
+            Arc::downgrade(&gateway.inner),
+            gateway.inner.directory.subscribe(),
+        ));
+        let summary = tokio::spawn(summarize_every(
+            Arc::downgrade(&gateway.inner),
+            config.audit_summary_interval,
+        ));
+        gateway
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([watch, summary]);
+        gateway
+    }
+
+    /// The metrics, for backends that feed restarts and cold starts.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The auditor, for backends that record lifecycle events through the gateway's sinks.
+    pub fn auditor(&self) -> &Auditor {
+        &self.inner.auditor
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Arc<dyn PluginDirectory> {
+        &self.inner.directory
+    }
+
+    /// Writes the summary of successful invocations since the last one, now.
+    pub fn summarize_now(&self) -> usize {
+        self.inner
+            .summarizer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .summarize()
+    }
+
+    /// Final summary and audit flush; call once the server has stopped.
+    pub async fn shutdown(&self) {
+        self.summarize_now();
+        self.inner.auditor.flush().await;
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<DirectorySnapshot> {
+        self.inner.directory.snapshot()
+    }
+
+    /// The runtime of `entry`'s revision, built (schemas compiled) on first use.
+    pub(crate) fn runtime(&self, entry: &PluginEntry) -> Arc<PluginRuntime> {
+        let name = entry.name();
+        if let Some(rt) = self
+            .inner
+            .runtimes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .filter(|rt| rt.revision == entry.revision)
+        {
+            return rt.clone();
+        }
+        let mut map = self
+            .inner
+            .runtimes
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(rt) = map.get(name).filter(|rt| rt.revision == entry.revision) {
+            return rt.clone();
+        }
+        let rt = Arc::new(PluginRuntime::build(
+            entry,
+            &self.inner.limits,
+            &self.inner.metrics,
+        ));
+        map.insert(name.to_owned(), rt.clone());
+        rt
+    }
+
+    /// The runtime if one exists, without building it.
+    pub(crate) fn existing_runtime(&self, name: &str) -> Option<Arc<PluginRuntime>> {
+        self.inner
+            .runtimes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn observe_snapshot(&self, snapshot: &DirectorySnapshot) {
+        for entry in snapshot.plugins() {
+            self.inner
+                .metrics
+                .risk_score
+                .with_label_values(&[entry.name()])
+                .set(i64::from(entry.risk_score));
+        }
+        let mut map = self
+            .inner
+            .runtimes
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        map.retain(|name, rt| {
+            let keep = snapshot
+                .get(name)
+                .is_some_and(|e| e.revision == rt.revision);
+            if snapshot.get(name).is_none() {
+                self.inner.metrics.forget_plugin(name);
+            }
+            keep
+        });
+    }
+
+    /// A request id: the caller's, when it sent a sane one, or a fresh one.
+    pub(crate) fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(v) = headers.get(upstream::REQUEST_ID)
+            && (1..=128).contains(&v.len())
+            && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        {
+            return v.clone();
+        }
+        let n = self.inner.request_ids.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::try_from(format!("{:x}-{:x}", self.inner.boot, n))
+            .unwrap_or(HeaderValue::from_static("0"))
+    }
+
+    /// Who is calling: a configured token, or a plugin's own token from the directory.
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        snapshot: &DirectorySnapshot,
+        path: &str,
+    ) -> Result<Arc<Principal>> {
+        let token = match bearer(headers) {
+            Ok(t) => t,
+            Err(e) => {
+                self.inner.metrics.record_denial("", "authentication");
+                return Err(e);
+            }
+        };
+        let digest = digest(token);
+        if let Some(p) = self.inner.tokens.lookup(&digest) {
+            return Ok(p.clone());
+        }
+        if let Some(plugin) = snapshot.plugin_for_token(&digest) {
+            return Ok(Arc::new(Principal::for_plugin(plugin)));
+        }
+        self.inner.metrics.record_denial("", "authentication");
+        self.inner.auditor.record(
+            AuditEvent::new("anonymous", types::SECURITY, "denied").details(json!({
+                "reason": "unknown bearer token",
+                "path": path,
+            })),
+        );
+        Err(Error::Unauthenticated("unknown token"))
+    }
+
+    /// Records a refused permission: metric and audit event.
+    pub(crate) fn deny(
+        &self,
+        principal: &Principal,
+        plugin: &str,
+        permission: &str,
+        error: Error,
+        risk_score: Option<u32>,
+    ) -> Error {
+        self.inner.metrics.record_denial(plugin, permission);
+        let mut event = AuditEvent::new(principal.name.clone(), types::SECURITY, "denied")
+            .plugin(plugin)
+            .details(json!({
+                "permission": permission,
+                "code": error.code(),
+                "reason": error.to_string(),
+            }));
+        if let Some(score) = risk_score {
+            event = event.risk_score(score);
+        }
+        self.inner.auditor.record(event);
+        error
+    }
+}
+
+async fn watch_directory(
+    inner: Weak<Inner>,
+    mut rx: tokio::sync::watch::Receiver<Arc<DirectorySnapshot>>,
+) {
+    while rx.changed().await.is_ok() {
+        let snapshot = rx.borrow_and_update().clone();
+        let Some(inner) = inner.upgrade() else { return };
+        Gateway { inner }.observe_snapshot(&snapshot);
+    }
+}
+
+async fn summarize_every(inner: Weak<Inner>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        Gateway { inner }.summarize_now();
+    }
+}

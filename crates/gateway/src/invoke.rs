@@ -1,0 +1,443 @@
+//! `POST /v1/plugins/{name}/invoke/{capability}`: auth, checks, limits, then the plugin.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use berth_store::AuditEvent;
+use berth_store::audit::types;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::auth::Principal;
+use crate::breaker::{AdmissionGuard, BreakerState};
+use crate::directory::PluginEntry;
+use crate::gateway::{Gateway, PluginRuntime};
+use crate::upstream::{self, Answer, Call, CallError};
+use crate::{Error, Result};
+
+/// Header set on answers that carry a plugin's own 4xx error.
+pub const ERROR_SOURCE: &str = "berth-error-source";
+
+/// The handler.
+pub(crate) async fn invoke(
+    State(gateway): State<Gateway>,
+    Path((plugin, capability)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = gateway.request_id(&headers);
+    let mut response = match run(&gateway, &plugin, &capability, &headers, body, &request_id).await
+    {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(upstream::REQUEST_ID, request_id);
+    response
+}
+
+async fn run(
+    gateway: &Gateway,
+    plugin: &str,
+    capability: &str,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &HeaderValue,
+) -> Result<Response> {
+    let snapshot = gateway.snapshot();
+    let principal = gateway.authenticate(headers, &snapshot, "invoke")?;
+    authorize(gateway, &principal, &snapshot, plugin, capability)?;
+    let entry = snapshot
+        .get(plugin)
+        .ok_or_else(|| Error::PluginNotFound(plugin.to_owned()))?;
+    let Some(cap) = entry.plugin.capability(capability) else {
+        return Err(Error::CapabilityNotFound {
+            plugin: plugin.to_owned(),
+            capability: capability.to_owned(),
+        });
+    };
+    // From here plugin and capability are known, so they are safe as metric labels.
+    let started = Instant::now();
+    let runtime = gateway.runtime(entry);
+    let result = checked_call(
+        gateway,
+        &principal,
+        entry,
+        &runtime,
+        capability,
+        cap.idempotent,
+        headers,
+        body,
+        request_id,
+        started,
+    )
+    .await;
+    let metrics = &gateway.inner.metrics;
+    let outcome = match &result {
+        Ok(answer) if answer.status.is_success() => "success",
+        Ok(_) => "client_error",
+        Err(f) => outcome_of(&f.error),
+    };
+    let cached = runtime.capability_metrics(capability);
+    match cached {
+        Some(m) if outcome == "success" => m.success.inc(),
+        _ => metrics
+            .invocations
+            .with_label_values(&[plugin, capability, outcome])
+            .inc(),
+    }
+    let observe = |elapsed: f64| match cached {
+        Some(m) => m.duration.observe(elapsed),
+        None => metrics
+            .invocation_duration
+            .with_label_values(&[plugin, capability])
+            .observe(elapsed),
+    };
+    match result {
+        Ok(answer) => {
+            observe(started.elapsed().as_secs_f64());
+            Ok(answer_response(answer))
+        }
+        Err(Failure { error: e, attempts }) => {
+            if let Some(attempts) = attempts {
+                observe(started.elapsed().as_secs_f64());
+                gateway.inner.auditor.record(
+                    AuditEvent::new(principal.name.clone(), types::INVOCATION, outcome)
+                        .plugin(plugin)
+                        .risk_score(entry.risk_score)
+                        .details(json!({
+                            "capability": capability,
+                            "requestId": request_id.to_str().unwrap_or_default(),
+                            "code": e.code(),
+                            "error": e.to_string(),
+                            "attempts": attempts,
+                        })),
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The scope check for tokens, the grant check for plugins.
+fn authorize(
+    gateway: &Gateway,
+    principal: &Principal,
+    snapshot: &crate::directory::DirectorySnapshot,
+    plugin: &str,
+    capability: &str,
+) -> Result<()> {
+    if principal.may_invoke(plugin) {
+        return Ok(());
+    }
+    if let Some(caller) = &principal.plugin {
+        let caller_entry = snapshot.get(caller);
+        if caller_entry.is_some_and(|e| e.may_call(plugin, capability)) {
+            return Ok(());
+        }
+        return Err(gateway.deny(
+            principal,
+            caller,
+            "plugins",
+            Error::PermissionDenied {
+                caller: caller.clone(),
+                target: plugin.to_owned(),
+                capability: capability.to_owned(),
+            },
+            caller_entry.map(|e| e.risk_score),
+        ));
+    }
+    let label = if snapshot.get(plugin).is_some() {
+        plugin
+    } else {
+        ""
+    };
+    Err(gateway.deny(
+        principal,
+        label,
+        "scope",
+        Error::Forbidden {
+            needed: format!("invoke:{plugin}"),
+        },
+        None,
+    ))
+}
+
+/// Why an invocation failed, and how many attempts reached for the plugin (`None` when the
+/// gateway refused it before that).
+struct Failure {
+    error: Error,
+    attempts: Option<u32>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            attempts: None,
+        }
+    }
+}
+
+fn outcome_of(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidJson(_)
+        | Error::SchemaViolation { .. }
+        | Error::PayloadTooLarge { .. }
+        | Error::BadRequest { .. } => "invalid_input",
+        Error::Saturated { .. } => "saturated",
+        Error::CircuitOpen { .. } => "circuit_open",
+        Error::PluginDisabled(_) | Error::PluginNotReady { .. } => "unavailable",
+        Error::DeadlineExceeded { .. } => "timeout",
+        Error::Unreachable { .. } => "unreachable",
+        Error::PluginFailed { .. } => "plugin_error",
+        _ => "error",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn checked_call(
+    gateway: &Gateway,
+    principal: &Principal,
+    entry: &PluginEntry,
+    runtime: &Arc<PluginRuntime>,
+    capability: &str,
+    idempotent: bool,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &HeaderValue,
+    started: Instant,
+) -> Result<Answer, Failure> {
+    let name = entry.name();
+    if entry.is_disabled() {
+        return Err(Error::PluginDisabled(name.to_owned()).into());
+    }
+    if !entry.is_ready() {
+        return Err(Error::PluginNotReady {
+            plugin: name.to_owned(),
+            phase: entry.phase.to_string(),
+        }
+        .into());
+    }
+    let budget = deadline_budget(headers, runtime.timeout)?;
+    let limits = &gateway.inner.limits;
+    let body = read_body(headers, body, limits.max_body).await?;
+    let input: Value =
+        serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    runtime.validate(name, capability, &input)?;
+
+    let _permit = runtime
+        .limiter
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::Saturated {
+            plugin: name.to_owned(),
+            limit: runtime.max_concurrency,
+        })?;
+    let admission = AdmissionGuard::admit(&runtime.breaker, std::time::Instant::now()).map_err(
+        |retry_after| Error::CircuitOpen {
+            plugin: name.to_owned(),
+            retry_after,
+        },
+    )?;
+
+    let inflight = InflightGuard::new(runtime.inflight.clone());
+    let caller = HeaderValue::try_from(principal.name.as_str())
+        .unwrap_or(HeaderValue::from_static("unknown"));
+    let deadline = started + budget;
+    let attempts = if idempotent { 1 + limits.retries } else { 1 };
+    let path = format!("/v1/invoke/{capability}");
+    let (result, tries) = async {
+        let mut tried = 0;
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                let backoff = limits.retry_backoff * 2u32.saturating_pow(attempt - 1);
+                if Instant::now() + backoff >= deadline {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+            }
+            tried += 1;
+            let endpoint = runtime.pick(&entry.endpoints);
+            let call = Call {
+                uri: endpoint.uri(&path),
+                body: body.clone(),
+                request_id,
+                caller: &caller,
+                deadline,
+                max_answer: limits.max_response_body,
+            };
+            match upstream::post(&gateway.inner.client, call).await {
+                Ok(answer) if answer.status.is_success() || answer.status.is_client_error() => {
+                    return (Ok(answer), tried);
+                }
+                Ok(answer) => {
+                    let failed = plugin_failure(name, answer);
+                    let retryable =
+                        matches!(&failed, Error::PluginFailed { status: Some(s), .. } if *s >= 500);
+                    last = Some(failed);
+                    if !retryable {
+                        break;
+                    }
+                }
+                Err(CallError::Timeout) => {
+                    last = Some(Error::DeadlineExceeded {
+                        plugin: name.to_owned(),
+                        deadline: budget,
+                    });
+                    break;
+                }
+                Err(CallError::TooLarge) => {
+                    last = Some(Error::PluginFailed {
+                        plugin: name.to_owned(),
+                        status: None,
+                        message: format!(
+                            "its answer is larger than {} bytes",
+                            limits.max_response_body
+                        ),
+                        error: None,
+                    });
+                    break;
+                }
+                Err(CallError::Transport(reason)) => {
+                    last = Some(Error::Unreachable {
+                        plugin: name.to_owned(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let error = last.unwrap_or(Error::DeadlineExceeded {
+            plugin: name.to_owned(),
+            deadline: budget,
+        });
+        (Err(error), tried)
+    }
+    .await;
+    drop(inflight);
+    let success = result.is_ok();
+    if let Some(state) = admission.record(success, std::time::Instant::now()) {
+        note_breaker_change(gateway, entry, state);
+    }
+    result.map_err(|error| Failure {
+        error,
+        attempts: Some(tries),
+    })
+}
+
+/// Keeps `berth_inflight_invocations` right even when the caller hangs up mid-call.
+struct InflightGuard(prometheus::IntGauge);
+
+impl InflightGuard {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Audits breaker transitions: opening and closing are worth a record, each refused call is not.
+fn note_breaker_change(gateway: &Gateway, entry: &PluginEntry, state: BreakerState) {
+    let outcome = match state {
+        BreakerState::Open => "circuit_opened",
+        _ => "circuit_closed",
+    };
+    gateway.inner.auditor.record(
+        AuditEvent::new("gateway", types::INVOCATION, outcome)
+            .plugin(entry.name())
+            .risk_score(entry.risk_score)
+            .details(json!({"breaker": state.as_str()})),
+    );
+}
+
+fn plugin_failure(plugin: &str, answer: Answer) -> Error {
+    let error = serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .and_then(|v| v.get("error").cloned());
+    let message = error
+        .as_ref()
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map_or_else(
+            || format!("it answered {}", answer.status),
+            |m| format!("it answered {}: {m}", answer.status),
+        );
+    Error::PluginFailed {
+        plugin: plugin.to_owned(),
+        status: Some(answer.status.as_u16()),
+        message,
+        error,
+    }
+}
+
+fn answer_response(answer: Answer) -> Response {
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = answer.status;
+    let content_type = answer
+        .content_type
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    if answer.status.is_client_error() {
+        response
+            .headers_mut()
+            .insert(ERROR_SOURCE, HeaderValue::from_static("plugin"));
+    }
+    response
+}
+
+/// min(caller's `Berth-Timeout`, the manifest's timeout).
+pub(crate) fn deadline_budget(headers: &HeaderMap, manifest: Duration) -> Result<Duration> {
+    let Some(value) = headers.get(upstream::TIMEOUT) else {
+        return Ok(manifest);
+    };
+    let bad = || Error::BadRequest {
+        code: "invalid_timeout",
+        message: "Berth-Timeout must be milliseconds (\"250\") or a duration (\"250ms\", \"2s\")"
+            .into(),
+    };
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    let asked = match text.parse::<u64>() {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(_) => berth_api::quantity::parse_duration(text).map_err(|_| bad())?,
+    };
+    if asked.is_zero() {
+        return Err(bad());
+    }
+    Ok(asked.min(manifest))
+}
+
+/// Reads the body, refusing more than `limit` bytes (413).
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
+    let too_large = Error::PayloadTooLarge { limit };
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > limit as u64
+    {
+        return Err(too_large);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
+        Err(e) => Err(Error::BadRequest {
+            code: "body_read_failed",
+            message: format!("could not read the request body: {e}"),
+        }),
+    }
+}

@@ -1,0 +1,274 @@
+//! Berth's gateway: the only way into a plugin.
+//!
+//! It routes invocations and hook events to plugins over HTTP (plugin protocol v1), enforces
+//! bearer-token scopes, inter-plugin grants, JSON Schemas, body limits, per-plugin
+//! concurrency limits, deadlines, circuit breaking and retries of idempotent capabilities,
+//! exports Prometheus metrics and writes a hash-chained audit log. It finds plugins through
+//! the [`PluginDirectory`] trait and knows nothing of Docker or Kubernetes.
+//!
+//! [`router`] builds the HTTP API from a [`Gateway`]; [`serve`] runs it with graceful
+//! shutdown; [`Gateway::from_config`] wires everything from a [`Config`].
+
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use serde_json::{Value, json};
+
+pub mod audit;
+pub mod auth;
+pub mod breaker;
+pub mod config;
+pub mod directory;
+mod error;
+mod gateway;
+pub mod hooks;
+mod invoke;
+pub mod metrics;
+pub mod upstream;
+
+pub use audit::{AuditSink, AuditWriter, Auditor, StdoutSink, StoreSink};
+pub use auth::{Principal, Scope, TokenStore};
+pub use config::{AuditSinkKind, Config};
+pub use directory::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory};
+pub use error::{Error, Result};
+pub use gateway::Gateway;
+pub use invoke::ERROR_SOURCE;
+pub use metrics::Metrics;
+
+/// The gateway's HTTP API.
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/plugins", get(list_plugins))
+        .route("/v1/plugins/{name}", get(show_plugin))
+        .route(
+            "/v1/plugins/{name}/invoke/{capability}",
+            post(invoke::invoke),
+        )
+        .route("/v1/hooks/{hook}", post(hooks::publish))
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .with_state(gateway)
+}
+
+/// Serves `router(gateway)` on `listener` until `shutdown` resolves, then stops accepting,
+/// lets in-flight requests finish (for at most `grace`), writes the last invocation summary
+/// and flushes the audit log.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    grace: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = started_tx.send(());
+    };
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(listener, router(gateway.clone())).with_graceful_shutdown(signal);
+    let grace_expired = async move {
+        if started_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server.into_future() => result?,
+        () = grace_expired => {
+            tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace expired; dropping in-flight requests");
+        }
+    }
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(gateway): State<Gateway>) -> Response {
+    let snapshot = gateway.snapshot();
+    if !snapshot.synced {
+        return Error::NotReady("the plugin directory has not loaded yet".into()).into_response();
+    }
+    let ready = snapshot.plugins().filter(|e| e.is_ready()).count();
+    Json(json!({"status": "ready", "plugins": snapshot.len(), "readyPlugins": ready}))
+        .into_response()
+}
+
+async fn metrics_text(State(gateway): State<Gateway>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        gateway.metrics().render(),
+    )
+        .into_response()
+}
+
+fn visible(principal: &Principal, snapshot: &DirectorySnapshot, name: &str) -> bool {
+    principal.may_invoke(name)
+        || principal
+            .plugin
+            .as_deref()
+            .and_then(|p| snapshot.get(p))
+            .is_some_and(|caller| caller.granted_calls.iter().any(|c| c.name == name))
+}
+
+fn describe(gateway: &Gateway, entry: &PluginEntry, admin: bool) -> Value {
+    let spec = &entry.plugin.spec;
+    let runtime = gateway.existing_runtime(entry.name());
+    let resources = spec.resources.resolve().ok();
+    let mut out = json!({
+        "name": entry.name(),
+        "version": spec.version,
+        "description": spec.description,
+        "enabled": spec.enabled,
+        "phase": entry.phase,
+        "ready": entry.is_ready(),
+        "revision": entry.revision,
+        "riskScore": entry.risk_score,
+        "capabilities": spec.capabilities.iter().map(|c| json!({
+            "name": c.name,
+            "description": c.description,
+            "idempotent": c.idempotent,
+            "input": c.input,
+            "output": c.output,
+        })).collect::<Vec<_>>(),
+        "hooks": spec.hooks.iter().map(|h| json!({
+            "name": h.name, "mode": h.mode, "priority": h.priority,
+        })).collect::<Vec<_>>(),
+        "timeoutMs": resources.map(|r| r.timeout.as_millis() as u64),
+        "maxConcurrency": resources.map(|r| r.max_concurrency),
+        "circuit": runtime.as_ref().map_or("closed", |rt| rt.breaker.state(std::time::Instant::now()).as_str()),
+        "inflight": runtime.as_ref().map_or(0, |rt| rt.max_concurrency as usize - rt.limiter.available_permits()),
+    });
+    if admin {
+        out["endpoints"] = entry
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .into();
+    }
+    out
+}
+
+async fn list_plugins(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
+    let snapshot = gateway.snapshot();
+    let principal = match gateway.authenticate(&headers, &snapshot, "/v1/plugins") {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let plugins: Vec<Value> = snapshot
+        .plugins()
+        .filter(|e| visible(&principal, &snapshot, e.name()))
+        .map(|e| describe(&gateway, e, principal.is_admin()))
+        .collect();
+    Json(json!({ "plugins": plugins })).into_response()
+}
+
+async fn show_plugin(
+    State(gateway): State<Gateway>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snapshot = gateway.snapshot();
+    let principal = match gateway.authenticate(&headers, &snapshot, "/v1/plugins/{name}") {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if !visible(&principal, &snapshot, &name) {
+        let label = if snapshot.get(&name).is_some() {
+            name.as_str()
+        } else {
+            ""
+        };
+        return gateway
+            .deny(
+                &principal,
+                label,
+                "scope",
+                Error::Forbidden {
+                    needed: format!("invoke:{name}"),
+                },
+                None,
+            )
+            .into_response();
+    }
+    match snapshot.get(&name) {
+        Some(entry) => Json(describe(&gateway, entry, principal.is_admin())).into_response(),
+        None => Error::PluginNotFound(name).into_response(),
+    }
+}
+
+/// Everything [`Gateway::from_config`] started; keep it until shutdown.
+pub struct Running {
+    /// The gateway.
+    pub gateway: Gateway,
+    /// The directory the gateway routes from.
+    pub directory: Arc<dyn PluginDirectory>,
+    /// The audit writer; finish it after the gateway is dropped.
+    pub audit_writer: AuditWriter,
+}
+
+impl Gateway {
+    /// Builds a gateway from `config`: the static directory from `--plugins` and
+    /// `--endpoint`, tokens from the tokens file and `BERTH_TOKENS`, the audit sinks.
+    pub fn from_config(config: &Config) -> Result<Running> {
+        let directory = Arc::new(StaticDirectory::load(&config.plugins, &config.endpoints)?);
+        Self::from_config_with(config, directory)
+    }
+
+    /// Like [`Gateway::from_config`], over a directory a backend supplies (the Kubernetes
+    /// directory, the Docker backend); `--plugins` and `--endpoint` are not read.
+    pub fn from_config_with(
+        config: &Config,
+        directory: Arc<dyn PluginDirectory>,
+    ) -> Result<Running> {
+        let mut tokens = TokenStore::new();
+        if let Some(path) = &config.tokens_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("cannot read tokens file {}: {e}", path.display()))
+            })?;
+            tokens.extend_from(&text, &path.display().to_string())?;
+        }
+        if let Some(text) = &config.tokens {
+            tokens.extend_from(text, "BERTH_TOKENS")?;
+        }
+        let metrics = Metrics::new();
+        let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
+        for kind in &config.audit_sinks {
+            match kind {
+                AuditSinkKind::Sqlite => {
+                    let store = berth_store::Store::open(&config.store)?;
+                    sinks.push(Arc::new(StoreSink::new(Arc::new(store))));
+                }
+                AuditSinkKind::Stdout => sinks.push(Arc::new(StdoutSink::new())),
+            }
+        }
+        let (auditor, audit_writer) = Auditor::start(sinks, metrics.clone());
+        let gateway = Gateway::new(config, directory.clone(), tokens, metrics, auditor);
+        Ok(Running {
+            gateway,
+            directory,
+            audit_writer,
+        })
+    }
+}

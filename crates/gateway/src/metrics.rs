@@ -1,0 +1,177 @@
+//! The gateway's Prometheus metrics, with the names DESIGN.md fixes.
+//!
+//! Backends running in the same process feed restarts and cold starts through
+//! [`Metrics::record_restart`] and [`Metrics::observe_cold_start`].
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets (seconds) fine enough near the bottom for sub-millisecond plugins.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Cold-start buckets (seconds): container start to first healthy answer.
+const COLD_START_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
+
+/// Every metric the gateway exports, registered in one registry.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `berth_invocations_total{plugin,capability,outcome}`.
+    pub invocations: IntCounterVec,
+    /// `berth_invocation_duration_seconds{plugin,capability}`.
+    pub invocation_duration: HistogramVec,
+    /// `berth_inflight_invocations{plugin}`.
+    pub inflight: IntGaugeVec,
+    /// `berth_hook_deliveries_total{hook,plugin,outcome}`.
+    pub hook_deliveries: IntCounterVec,
+    /// `berth_hook_dispatch_duration_seconds{hook}`.
+    pub hook_dispatch_duration: HistogramVec,
+    /// `berth_permission_denials_total{plugin,permission}`.
+    pub permission_denials: IntCounterVec,
+    /// `berth_plugin_restarts_total{plugin,reason}`.
+    pub plugin_restarts: IntCounterVec,
+    /// `berth_audit_events_total{type,outcome}`.
+    pub audit_events: IntCounterVec,
+    /// `berth_plugin_risk_score{plugin}`.
+    pub risk_score: IntGaugeVec,
+    /// `berth_plugin_cold_start_seconds{plugin}`.
+    pub cold_start: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        Self {
+            invocations: counter(
+                "berth_invocations_total",
+                "Invocations through the gateway, by plugin, capability and outcome.",
+                &["plugin", "capability", "outcome"],
+            ),
+            invocation_duration: histogram(
+                "berth_invocation_duration_seconds",
+                "Time from the gateway receiving an invocation to answering it.",
+                &["plugin", "capability"],
+                LATENCY_BUCKETS,
+            ),
+            inflight: gauge(
+                "berth_inflight_invocations",
+                "Invocations currently sent to a plugin and not yet answered.",
+                &["plugin"],
+            ),
+            hook_deliveries: counter(
+                "berth_hook_deliveries_total",
+                "Hook deliveries to subscribers, by hook, plugin and outcome.",
+                &["hook", "plugin", "outcome"],
+            ),
+            hook_dispatch_duration: histogram(
+                "berth_hook_dispatch_duration_seconds",
+                "Time to deliver one hook event to every subscriber.",
+                &["hook"],
+                LATENCY_BUCKETS,
+            ),
+            permission_denials: counter(
+                "berth_permission_denials_total",
+                "Requests refused for lack of a permission, by plugin and permission.",
+                &["plugin", "permission"],
+            ),
+            plugin_restarts: counter(
+                "berth_plugin_restarts_total",
+                "Plugin restarts seen by the backend, by plugin and reason.",
+                &["plugin", "reason"],
+            ),
+            audit_events: counter(
+                "berth_audit_events_total",
+                "Audit events written, by type and outcome.",
+                &["type", "outcome"],
+            ),
+            risk_score: gauge(
+                "berth_plugin_risk_score",
+                "Risk score (0-100) of the permissions each plugin requests.",
+                &["plugin"],
+            ),
+            cold_start: histogram(
+                "berth_plugin_cold_start_seconds",
+                "Time from starting a plugin instance to its first healthy answer.",
+                &["plugin"],
+                COLD_START_BUCKETS,
+            ),
+            registry,
+        }
+    }
+
+    /// The registry, to add more collectors or to gather.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Records the time a plugin instance took from start to its first healthy answer.
+    pub fn observe_cold_start(&self, plugin: &str, took: Duration) {
+        self.cold_start
+            .with_label_values(&[plugin])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a restart of a plugin (`oom`, `crash`, `health`, `update`, …).
+    pub fn record_restart(&self, plugin: &str, reason: &str) {
+        self.plugin_restarts
+            .with_label_values(&[plugin, reason])
+            .inc();
+    }
+
+    /// Counts a refused permission.
+    pub fn record_denial(&self, plugin: &str, permission: &str) {
+        self.permission_denials
+            .with_label_values(&[plugin, permission])
+            .inc();
+    }
+
+    /// Drops every series of a plugin that left the directory.
+    pub fn forget_plugin(&self, plugin: &str) {
+        let _ = self.risk_score.remove_label_values(&[plugin]);
+        let _ = self.inflight.remove_label_values(&[plugin]);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::with_capacity(8 * 1024);
+        // Encoding only fails on invalid metric families, which registration rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

@@ -1,0 +1,135 @@
+//! Calls to plugins: one pooled keep-alive HTTP/1.1 client, deadlines, size-capped answers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+
+/// Header carrying the request id to the plugin (and back to the caller).
+pub const REQUEST_ID: &str = "berth-request-id";
+/// Header carrying the remaining budget, in milliseconds.
+pub const DEADLINE_MS: &str = "berth-deadline-ms";
+/// Header naming the caller: a token name or `plugin:NAME`.
+pub const CALLER: &str = "berth-caller";
+/// Header a caller sets to ask for a shorter deadline (milliseconds, or a duration like `2s`).
+pub const TIMEOUT: &str = "berth-timeout";
+
+/// The client type.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Builds the pooled client.
+pub fn client(connect_timeout: Duration, idle_per_host: usize) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(idle_per_host)
+        .build(connector)
+}
+
+/// A plugin's answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its `Content-Type`, if any.
+    pub content_type: Option<HeaderValue>,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// Why a call got no answer.
+#[derive(Debug)]
+pub enum CallError {
+    /// The deadline passed.
+    Timeout,
+    /// Connecting, sending or reading failed.
+    Transport(String),
+    /// The answer was larger than allowed.
+    TooLarge,
+}
+
+/// What to send.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// Target URI.
+    pub uri: Uri,
+    /// JSON body.
+    pub body: Bytes,
+    /// `Berth-Request-Id`.
+    pub request_id: &'a HeaderValue,
+    /// `Berth-Caller`.
+    pub caller: &'a HeaderValue,
+    /// When the answer must be in.
+    pub deadline: Instant,
+    /// Largest answer accepted.
+    pub max_answer: usize,
+}
+
+/// POSTs `call` and reads the whole answer, all before `call.deadline`.
+pub async fn post(client: &HttpClient, call: Call<'_>) -> Result<Answer, CallError> {
+    let remaining = call.deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return Err(CallError::Timeout);
+    }
+    let millis = remaining.as_millis().max(1) as u64;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(call.uri)
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .header(REQUEST_ID, call.request_id)
+        .header(CALLER, call.caller)
+        .header(DEADLINE_MS, HeaderValue::from(millis))
+        .body(Full::new(call.body))
+        .map_err(|e| CallError::Transport(e.to_string()))?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| CallError::Transport(describe(&e)))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, call.max_answer)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    CallError::TooLarge
+                } else {
+                    CallError::Transport(e.to_string())
+                }
+            })?
+            .to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+            body,
+        })
+    };
+    match tokio::time::timeout_at(call.deadline, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(CallError::Timeout),
+    }
+}
+
+/// The error and its causes in one line (hyper's own message is often just "client error").
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,8 @@
+//! Integration tests: a real gateway on 127.0.0.1 in front of real plugin servers.
+
+mod audit;
+mod hooks;
+mod invoke;
+mod lifecycle;
+mod metrics;
+mod support;

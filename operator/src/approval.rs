@@ -1,0 +1,226 @@
+//! May a plugin run with what it asks for? Risk tier, auto-approval and grant coverage.
+
+use berth_api::risk::{PermissionItem, coverage};
+use berth_api::{
+    HookSubscription, Permissions, PluginGrant, RiskAssessment, RiskTier, assess, validate_grant,
+};
+use jiff::Timestamp;
+
+/// The answer for one set of requested permissions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Approval {
+    /// The risk tier is at or under the operator's auto-approve tier.
+    AutoApproved,
+    /// Unexpired grants cover every requested item.
+    Granted {
+        /// Names of the grants that were considered, sorted.
+        grants: Vec<String>,
+    },
+    /// Something requested is not covered.
+    NotApproved {
+        /// The uncovered items.
+        missing: Vec<PermissionItem>,
+        /// Grants for this plugin that have expired, sorted.
+        expired: Vec<String>,
+    },
+}
+
+impl Approval {
+    /// True when the plugin may run with the permissions.
+    pub fn is_approved(&self) -> bool {
+        !matches!(self, Approval::NotApproved { .. })
+    }
+}
+
+/// The decision, with the risk it was based on and when it must be looked at again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Risk of the requested permissions and hooks.
+    pub risk: RiskAssessment,
+    /// The answer.
+    pub approval: Approval,
+    /// The earliest expiry of a grant that covers something now: decide again then.
+    pub next_expiry: Option<Timestamp>,
+}
+
+/// Decides whether `requested` may run. `grants` are the grants naming this plugin in its
+/// namespace; invalid and expired grants cover nothing.
+pub fn decide(
+    requested: &Permissions,
+    hooks: &[HookSubscription],
+    grants: &[&PluginGrant],
+    now: Timestamp,
+    auto_approve: RiskTier,
+) -> Decision {
+    let risk = assess(requested, hooks);
+    let usable: Vec<&PluginGrant> = grants
+        .iter()
+        .copied()
+        .filter(|g| !g.spec.is_expired(now) && !validate_grant(g).iter().any(|p| p.is_error()))
+        .collect();
+    let next_expiry = usable
+        .iter()
+        .filter_map(|g| g.spec.expiry().and_then(Result::ok))
+        .min();
+    let names = |list: &[&PluginGrant]| {
+        let mut v: Vec<String> = list
+            .iter()
+            .map(|g| g.metadata.name.clone().unwrap_or_default())
+            .collect();
+        v.sort();
+        v
+    };
+    let approval = if risk.tier <= auto_approve {
+        Approval::AutoApproved
+    } else {
+        let cover = coverage(requested, usable.iter().map(|g| &g.spec.permissions));
+        if cover.is_covered() {
+            Approval::Granted {
+                grants: names(&usable),
+            }
+        } else {
+            let expired: Vec<&PluginGrant> = grants
+                .iter()
+                .copied()
+                .filter(|g| g.spec.is_expired(now))
+                .collect();
+            Approval::NotApproved {
+                missing: cover.missing,
+                expired: names(&expired),
+            }
+        }
+    };
+    Decision {
+        risk,
+        next_expiry: if approval.is_approved() {
+            next_expiry
+        } else {
+            None
+        },
+        approval,
+    }
+}
+
+/// Uncovered items as one line: the first few, then how many more.
+pub fn describe_missing(missing: &[PermissionItem]) -> String {
+    const SHOWN: usize = 5;
+    let mut parts: Vec<String> = missing.iter().take(SHOWN).map(|m| m.to_string()).collect();
+    if missing.len() > SHOWN {
+        parts.push(format!("and {} more", missing.len() - SHOWN));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_api::{EgressRule, PluginGrantSpec};
+
+    use super::*;
+
+    fn any_host() -> Permissions {
+        let mut p = Permissions::default();
+        p.network.egress.push(EgressRule {
+            host: Some("*".into()),
+            cidr: None,
+            ports: vec![443],
+        });
+        p
+    }
+
+    fn grant(name: &str, permissions: Permissions, expires_at: Option<&str>) -> PluginGrant {
+        let mut g = PluginGrant::new(
+            name,
+            PluginGrantSpec {
+                plugin: "fetch".into(),
+                permissions,
+                granted_by: "platform@example.com".into(),
+                reason: None,
+                expires_at: expires_at.map(String::from),
+            },
+        );
+        g.metadata.namespace = Some("default".into());
+        g
+    }
+
+    fn now() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn nothing_requested_is_auto_approved_at_any_tier() {
+        let d = decide(&Permissions::default(), &[], &[], now(), RiskTier::Low);
+        assert_eq!(d.approval, Approval::AutoApproved);
+        assert_eq!(d.risk.score, 0);
+    }
+
+    #[test]
+    fn moderate_risk_waits_for_a_grant_under_the_default_tier() {
+        let d = decide(&any_host(), &[], &[], now(), RiskTier::Low);
+        assert_eq!(d.risk.tier, RiskTier::Moderate);
+        match d.approval {
+            Approval::NotApproved { missing, expired } => {
+                assert_eq!(describe_missing(&missing), "network egress *:443");
+                assert!(expired.is_empty());
+            }
+            other => panic!("expected NotApproved, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn raising_the_auto_approve_tier_approves_moderate_risk() {
+        let d = decide(&any_host(), &[], &[], now(), RiskTier::Moderate);
+        assert_eq!(d.approval, Approval::AutoApproved);
+    }
+
+    #[test]
+    fn a_covering_grant_approves_and_its_expiry_is_the_next_look() {
+        let g = grant("fetch", any_host(), Some("2026-06-01T00:00:00Z"));
+        let d = decide(&any_host(), &[], &[&g], now(), RiskTier::Low);
+        assert_eq!(
+            d.approval,
+            Approval::Granted {
+                grants: vec!["fetch".into()]
+            }
+        );
+        assert_eq!(d.next_expiry, Some("2026-06-01T00:00:00Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_expired_grant_covers_nothing_and_is_named() {
+        let g = grant("fetch", any_host(), Some("2025-06-01T00:00:00Z"));
+        let d = decide(&any_host(), &[], &[&g], now(), RiskTier::Low);
+        match d.approval {
+            Approval::NotApproved { expired, .. } => assert_eq!(expired, vec!["fetch"]),
+            other => panic!("expected NotApproved, got {other:?}"),
+        }
+        assert_eq!(d.next_expiry, None);
+    }
+
+    #[test]
+    fn a_grant_for_less_than_requested_does_not_cover() {
+        let mut narrow = Permissions::default();
+        narrow.network.egress.push(EgressRule {
+            host: Some("api.example.com".into()),
+            cidr: None,
+            ports: vec![443],
+        });
+        let g = grant("fetch", narrow, None);
+        let d = decide(&any_host(), &[], &[&g], now(), RiskTier::Low);
+        assert!(!d.approval.is_approved());
+    }
+
+    #[test]
+    fn describe_missing_shortens_long_lists() {
+        let mut p = Permissions::default();
+        p.network.egress.push(EgressRule {
+            host: Some("*".into()),
+            cidr: None,
+            ports: (1..=8).collect(),
+        });
+        let d = decide(&p, &[], &[], now(), RiskTier::Low);
+        let Approval::NotApproved { missing, .. } = d.approval else {
+            panic!("expected NotApproved")
+        };
+        assert!(describe_missing(&missing).ends_with("; and 3 more"));
+    }
+}

@@ -1,0 +1,203 @@
+//! The operator's configuration: one typed struct, from flags with `BERTH_*` environment
+//! fallbacks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_api::RiskTier;
+
+use crate::render::RenderOptions;
+
+/// Flags of `berth operator`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "BERTH_WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Plugins whose risk is at or under this tier run without a PluginGrant.
+    #[arg(
+        long,
+        env = "BERTH_AUTO_APPROVE_TIER",
+        default_value = "low",
+        value_name = "TIER"
+    )]
+    pub auto_approve_tier: RiskTier,
+
+    /// How many Plugins are reconciled at once.
+    #[arg(long, env = "BERTH_OPERATOR_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// Address of the metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "BERTH_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// URL plugins reach the gateway at (their `BERTH_GATEWAY_URL`).
+    #[arg(
+        long,
+        env = "BERTH_GATEWAY_URL",
+        default_value = "http://berth-gateway.berth-system.svc:8080"
+    )]
+    pub gateway_url: String,
+
+    /// Namespace of the gateway pods (the only ingress plugins accept).
+    #[arg(long, env = "BERTH_GATEWAY_NAMESPACE", default_value = "berth-system")]
+    pub gateway_namespace: String,
+
+    /// Labels selecting the gateway pods, `key=value[,key=value…]`.
+    #[arg(
+        long,
+        env = "BERTH_GATEWAY_SELECTOR",
+        default_value = "app.kubernetes.io/name=berth-gateway",
+        value_parser = parse_selector
+    )]
+    pub gateway_selector: Selector,
+
+    /// Port of the gateway pods (plugins may connect to it for inter-plugin calls).
+    #[arg(long, env = "BERTH_GATEWAY_PORT", default_value_t = 8080)]
+    pub gateway_port: u16,
+
+    /// Namespace of the cluster DNS pods.
+    #[arg(long, env = "BERTH_DNS_NAMESPACE", default_value = "kube-system")]
+    pub dns_namespace: String,
+
+    /// Labels selecting the cluster DNS pods, `key=value[,key=value…]`.
+    #[arg(long, env = "BERTH_DNS_SELECTOR", default_value = "k8s-app=kube-dns", value_parser = parse_selector)]
+    pub dns_selector: Selector,
+
+    /// Seconds a rollout may take before it is rolled back to the last good revision.
+    #[arg(long, env = "BERTH_PROGRESS_DEADLINE", default_value_t = 300, value_parser = clap::value_parser!(i32).range(10..))]
+    pub progress_deadline_seconds: i32,
+
+    /// Elect a leader on a Lease so that only one replica reconciles.
+    #[arg(long, env = "BERTH_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "BERTH_LEASE_NAME", default_value = "berth-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (usually the operator's own).
+    #[arg(long, env = "BERTH_LEASE_NAMESPACE", default_value = "berth-system")]
+    pub lease_namespace: String,
+
+    /// This replica's identity in the Lease (default: the pod's host name).
+    #[arg(long, env = "BERTH_POD_NAME")]
+    pub identity: Option<String>,
+
+    /// How long a leader's Lease is valid without renewal, in seconds.
+    #[arg(long, env = "BERTH_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    pub lease_duration_seconds: u64,
+}
+
+/// A label selector given as `key=value` pairs.
+pub type Selector = BTreeMap<String, String>;
+
+/// Parses `key=value[,key=value…]`.
+pub fn parse_selector(s: &str) -> Result<Selector, String> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    if out.is_empty() {
+        return Err("a selector needs at least one key=value".into());
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// The rendering options these flags describe.
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions {
+            gateway_url: self.gateway_url.clone(),
+            gateway_namespace: self.gateway_namespace.clone(),
+            gateway_labels: self.gateway_selector.clone(),
+            gateway_port: self.gateway_port,
+            dns_namespace: self.dns_namespace.clone(),
+            dns_labels: self.dns_selector.clone(),
+            progress_deadline_seconds: self.progress_deadline_seconds,
+            default_namespace: "default".into(),
+        }
+    }
+
+    /// How long a Lease is valid without renewal.
+    pub fn lease_duration(&self) -> Duration {
+        Duration::from_secs(self.lease_duration_seconds)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let render = RenderOptions::default();
+        Self {
+            namespace: None,
+            auto_approve_tier: RiskTier::Low,
+            concurrency: 4,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            gateway_url: render.gateway_url,
+            gateway_namespace: render.gateway_namespace,
+            gateway_selector: render.gateway_labels,
+            gateway_port: render.gateway_port,
+            dns_namespace: render.dns_namespace,
+            dns_selector: render.dns_labels,
+            progress_deadline_seconds: render.progress_deadline_seconds,
+            leader_elect: true,
+            lease_name: "berth-operator".into(),
+            lease_namespace: "berth-system".into(),
+            identity: None,
+            lease_duration_seconds: 15,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn defaults_match_the_rendering_defaults() {
+        let cli = Cli::try_parse_from(["berth"]).unwrap();
+        assert_eq!(cli.config.render_options(), RenderOptions::default());
+        assert_eq!(cli.config.auto_approve_tier, RiskTier::Low);
+        assert!(cli.config.leader_elect);
+    }
+
+    #[test]
+    fn flags_are_parsed() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "--auto-approve-tier",
+            "moderate",
+            "--concurrency",
+            "8",
+            "--gateway-selector",
+            "app=gw, tier=edge",
+            "--leader-elect",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.auto_approve_tier, RiskTier::Moderate);
+        assert_eq!(cli.config.concurrency, 8);
+        assert_eq!(cli.config.gateway_selector.len(), 2);
+        assert!(!cli.config.leader_elect);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Cli::try_parse_from(["berth", "--auto-approve-tier", "extreme"]).is_err());
+        assert!(Cli::try_parse_from(["berth", "--concurrency", "0"]).is_err());
+        assert!(parse_selector("novalue").is_err());
+    }
+}

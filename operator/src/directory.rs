@@ -1,0 +1,376 @@
+//! The gateway's view of a cluster: a [`PluginDirectory`] fed by watching Plugins,
+//! PluginGrants and the EndpointSlices of their Services.
+//!
+//! Lives here rather than in `berth-gateway` so that the gateway builds without kube.
+
+use std::sync::Arc;
+
+use berth_api::risk::{PermissionItem, item_covers, items};
+use berth_api::{Permissions, Phase, Plugin, PluginCall, PluginGrant, RiskTier};
+use berth_gateway::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::approval::decide;
+use crate::render::{MANAGED_BY, PORT_NAME};
+
+/// Label the EndpointSlice controller puts on every slice, naming its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A directory of the plugins in one namespace, kept current by watches.
+pub struct KubernetesDirectory {
+    inner: StaticDirectory,
+}
+
+impl PluginDirectory for KubernetesDirectory {
+    fn snapshot(&self) -> Arc<DirectorySnapshot> {
+        self.inner.snapshot()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Arc<DirectorySnapshot>> {
+        self.inner.subscribe()
+    }
+}
+
+impl KubernetesDirectory {
+    /// Starts watching `namespace`; the directory reports not synced until every watch has
+    /// listed once. Drop or abort the task to stop.
+    pub fn start(
+        client: Client,
+        namespace: &str,
+        auto_approve: RiskTier,
+    ) -> (Arc<Self>, JoinHandle<()>) {
+        let directory = Arc::new(Self {
+            inner: StaticDirectory::unsynced(),
+        });
+        let plugins: Api<Plugin> = Api::namespaced(client.clone(), namespace);
+        let grants: Api<PluginGrant> = Api::namespaced(client.clone(), namespace);
+        let slices: Api<EndpointSlice> = Api::namespaced(client, namespace);
+        // Services carry the operator's labels and the EndpointSlice controller mirrors them.
+        let owned = watcher::Config::default()
+            .labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+
+        let (plugin_store, plugin_writer) = reflector::store::<Plugin>();
+        let (grant_store, grant_writer) = reflector::store::<PluginGrant>();
+        let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
+        let changes = futures::stream::select_all([
+            watcher(plugins, watcher::Config::default())
+                .default_backoff()
+                .reflect(plugin_writer)
+                .map(|e| e.map(|_| ()))
+                .boxed(),
+            watcher(grants, watcher::Config::default())
+                .default_backoff()
+                .reflect(grant_writer)
+                .map(|e| e.map(|_| ()))
+                .boxed(),
+            watcher(slices, owned)
+                .default_backoff()
+                .reflect(slice_writer)
+                .map(|e| e.map(|_| ()))
+                .boxed(),
+        ]);
+        let target = directory.clone();
+        let task = tokio::spawn(async move {
+            let mut changes = changes;
+            let _ = futures::join!(
+                plugin_store.wait_until_ready(),
+                grant_store.wait_until_ready(),
+                slice_store.wait_until_ready()
+            );
+            target.publish(&plugin_store, &grant_store, &slice_store, auto_approve);
+            while let Some(change) = changes.next().await {
+                if let Err(e) = change {
+                    warn!(error = %e, "plugin directory watch");
+                    continue;
+                }
+                target.publish(&plugin_store, &grant_store, &slice_store, auto_approve);
+            }
+        });
+        (directory, task)
+    }
+
+    fn publish(
+        &self,
+        plugins: &Store<Plugin>,
+        grants: &Store<PluginGrant>,
+        slices: &Store<EndpointSlice>,
+        auto_approve: RiskTier,
+    ) {
+        self.inner.replace_all(entries(
+            &plugins.state(),
+            &grants.state(),
+            &slices.state(),
+            Timestamp::now(),
+            auto_approve,
+        ));
+    }
+}
+
+/// The directory entries for plugins, their grants and their Services' EndpointSlices (all
+/// of one namespace). Pure.
+pub fn entries(
+    plugins: &[Arc<Plugin>],
+    grants: &[Arc<PluginGrant>],
+    slices: &[Arc<EndpointSlice>],
+    now: Timestamp,
+    auto_approve: RiskTier,
+) -> Vec<PluginEntry> {
+    plugins
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|plugin| {
+            let name = plugin.name();
+            let own: Vec<&PluginGrant> = grants
+                .iter()
+                .filter(|g| g.spec.plugin == name)
+                .map(AsRef::as_ref)
+                .collect();
+            let phase = plugin
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(Phase::Pending);
+            let endpoints = ready_endpoints(name, slices);
+            PluginEntry::new((**plugin).clone())
+                .with_phase(phase)
+                .with_revision(plugin.metadata.generation.unwrap_or(1).max(1) as u64)
+                .with_endpoints(endpoints)
+                .with_granted_calls(granted_calls(plugin, &own, now, auto_approve))
+        })
+        .collect()
+}
+
+/// Addresses of ready, not terminating endpoints of Service `name`, on its `http` port.
+fn ready_endpoints(name: &str, slices: &[Arc<EndpointSlice>]) -> Vec<Endpoint> {
+    let mut urls: Vec<String> = slices
+        .iter()
+        .filter(|s| s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name))
+        .flat_map(|slice| {
+            let ports = slice.ports.as_deref().unwrap_or_default();
+            let port = ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(PORT_NAME))
+                .or_else(|| ports.first())
+                .and_then(|p| p.port);
+            let v6 = slice.address_type == "IPv6";
+            slice
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    let c = e.conditions.as_ref();
+                    c.and_then(|c| c.ready) != Some(false)
+                        && c.and_then(|c| c.terminating) != Some(true)
+                })
+                .flat_map(|e| e.addresses.iter())
+                .filter_map(move |address| {
+                    let port = port?;
+                    Some(if v6 {
+                        format!("http://[{address}]:{port}")
+                    } else {
+                        format!("http://{address}:{port}")
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls.iter()
+        .filter_map(|u| Endpoint::parse(u).ok())
+        .collect()
+}
+
+/// The inter-plugin calls a plugin may make: all it asks for when approved, else each call
+/// an unexpired grant covers.
+fn granted_calls(
+    plugin: &Plugin,
+    grants: &[&PluginGrant],
+    now: Timestamp,
+    auto_approve: RiskTier,
+) -> Vec<PluginCall> {
+    let requested = &plugin.spec.permissions.plugins;
+    let decision = decide(
+        &plugin.spec.permissions,
+        &plugin.spec.hooks,
+        grants,
+        now,
+        auto_approve,
+    );
+    if decision.approval.is_approved() {
+        return requested.clone();
+    }
+    let held: Vec<PermissionItem> = grants
+        .iter()
+        .filter(|g| !g.spec.is_expired(now))
+        .flat_map(|g| items(&g.spec.permissions))
+        .collect();
+    requested
+        .iter()
+        .filter_map(|call| {
+            let capabilities: Vec<String> = call
+                .capabilities
+                .iter()
+                .filter(|capability| {
+                    let wanted = items(&Permissions {
+                        plugins: vec![PluginCall {
+                            name: call.name.clone(),
+                            capabilities: vec![(*capability).clone()],
+                        }],
+                        ..Permissions::default()
+                    });
+                    wanted
+                        .iter()
+                        .all(|w| held.iter().any(|h| item_covers(h, w)))
+                })
+                .cloned()
+                .collect();
+            (!capabilities.is_empty()).then(|| PluginCall {
+                name: call.name.clone(),
+                capabilities,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_api::{EgressRule, PluginGrantSpec, PluginStatus};
+    use serde_json::json;
+
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-03-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn plugin(name: &str, phase: Option<Phase>) -> Arc<Plugin> {
+        let mut p: Plugin = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": name, "namespace": "default", "generation": 3},
+            "spec": {"image": format!("berth/{name}:1.0.0"), "version": "1.0.0"}
+        }))
+        .unwrap();
+        p.status = phase.map(|phase| PluginStatus {
+            phase: Some(phase),
+            ..PluginStatus::default()
+        });
+        Arc::new(p)
+    }
+
+    fn slice(
+        service: &str,
+        address_type: &str,
+        endpoints: serde_json::Value,
+    ) -> Arc<EndpointSlice> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("{service}-x1"), "namespace": "default",
+                             "labels": {SERVICE_NAME_LABEL: service}},
+                "addressType": address_type,
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": endpoints
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn ready_pods_of_a_ready_plugin_are_routable() {
+        let plugins = [plugin("calculator", Some(Phase::Ready))];
+        let slices = [slice(
+            "calculator",
+            "IPv4",
+            json!([
+                {"addresses": ["10.0.0.7"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.8"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.9"], "conditions": {"ready": true, "terminating": true}},
+                {"addresses": ["10.0.0.10"]}
+            ]),
+        )];
+        let e = entries(&plugins, &[], &slices, now(), RiskTier::Low);
+        assert_eq!(e.len(), 1);
+        let urls: Vec<String> = e[0].endpoints.iter().map(ToString::to_string).collect();
+        assert_eq!(urls, vec!["http://10.0.0.10:8080", "http://10.0.0.7:8080"]);
+        assert!(e[0].is_ready());
+        assert_eq!(e[0].revision, 3);
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_and_other_services_ignored() {
+        let plugins = [plugin("calculator", Some(Phase::Ready))];
+        let slices = [
+            slice("calculator", "IPv6", json!([{"addresses": ["fd00::7"]}])),
+            slice("hello", "IPv4", json!([{"addresses": ["10.0.0.1"]}])),
+        ];
+        let e = entries(&plugins, &[], &slices, now(), RiskTier::Low);
+        let urls: Vec<String> = e[0].endpoints.iter().map(ToString::to_string).collect();
+        assert_eq!(urls, vec!["http://[fd00::7]:8080"]);
+    }
+
+    #[test]
+    fn a_plugin_without_status_is_pending_and_not_ready() {
+        let plugins = [plugin("calculator", None)];
+        let e = entries(&plugins, &[], &[], now(), RiskTier::Low);
+        assert_eq!(e[0].phase, Phase::Pending);
+        assert!(!e[0].is_ready());
+    }
+
+    #[test]
+    fn calls_are_granted_only_as_far_as_grants_cover_them() {
+        let mut p = (*plugin("http-fetch", Some(Phase::Ready))).clone();
+        p.spec.permissions.network.egress.push(EgressRule {
+            host: Some("*".into()),
+            cidr: None,
+            ports: vec![443],
+        });
+        p.spec.permissions.plugins.push(PluginCall {
+            name: "text-processor".into(),
+            capabilities: vec!["stats".into(), "tokenize".into()],
+        });
+        let plugins = [Arc::new(p)];
+        let e = entries(&plugins, &[], &[], now(), RiskTier::Low);
+        assert!(e[0].granted_calls.is_empty(), "moderate risk, no grant");
+
+        let mut grant = PluginGrant::new(
+            "http-fetch",
+            PluginGrantSpec {
+                plugin: "http-fetch".into(),
+                permissions: Permissions {
+                    plugins: vec![PluginCall {
+                        name: "text-processor".into(),
+                        capabilities: vec!["stats".into()],
+                    }],
+                    ..Permissions::default()
+                },
+                granted_by: "platform@example.com".into(),
+                reason: None,
+                expires_at: None,
+            },
+        );
+        grant.metadata.namespace = Some("default".into());
+        let e = entries(&plugins, &[Arc::new(grant)], &[], now(), RiskTier::Low);
+        assert!(e[0].may_call("text-processor", "stats"));
+        assert!(!e[0].may_call("text-processor", "tokenize"));
+    }
+
+    #[test]
+    fn low_risk_calls_are_auto_approved() {
+        let mut p = (*plugin("caller", Some(Phase::Ready))).clone();
+        p.spec.permissions.plugins.push(PluginCall {
+            name: "calculator".into(),
+            capabilities: vec!["evaluate".into()],
+        });
+        let e = entries(&[Arc::new(p)], &[], &[], now(), RiskTier::Low);
+        assert!(e[0].may_call("calculator", "evaluate"));
+    }
+}

@@ -1,0 +1,31 @@
+//! `berth-operator`: reconciles `Plugin` and `PluginGrant` resources into hardened workloads.
+//!
+//! The split follows "pure core, thin adapters": [`render`] turns a plugin into Kubernetes
+//! objects, [`approval`] and [`plan`] decide what should run and what the status says, all
+//! without a client; [`controller`] and [`grants`] read the cluster, carry the plan out and
+//! report. [`run`] wires them into the `berth operator` process with metrics, health
+//! endpoints and leader election.
+#![forbid(unsafe_code)]
+
+pub mod approval;
+pub mod config;
+pub mod controller;
+pub mod directory;
+mod error;
+pub mod grants;
+pub mod leader;
+pub mod metrics;
+pub mod plan;
+mod process;
+pub mod render;
+pub mod server;
+pub mod template;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod scenarios;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use process::{check_crds, run, run_controllers};

@@ -1,0 +1,934 @@
+//! The reconcile decision as a pure function: from a Plugin, its grants, its dependencies and
+//! the Deployment as last seen, to the objects to apply and the status to report.
+//!
+//! The controller gathers the input and carries the plan out; everything a user can observe
+//! (phase, conditions, revisions, rollbacks, approval) is decided here and unit-tested.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_api::{
+    Condition, ConditionStatus, Permissions, Phase, Plugin, PluginGrant, PluginStatus, Revision,
+    RevisionOutcome, RiskTier, validate_plugin,
+};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::approval::{Approval, decide, describe_missing};
+use crate::render::{
+    PERMISSIONS_ANNOTATION, REVISION_ANNOTATION, RenderInput, RenderOptions, Rendered,
+    RevisionToRun, endpoint, render,
+};
+
+/// Condition: the spec passed `berth-api` validation.
+pub const VALIDATED: &str = "Validated";
+/// Condition: the requested permissions are auto-approved or covered by grants.
+pub const PERMISSIONS_GRANTED: &str = "PermissionsGranted";
+/// Condition: every `dependsOn` plugin exists, is Ready and satisfies its version range.
+pub const DEPENDENCIES_READY: &str = "DependenciesReady";
+/// Condition: at least one pod serves.
+pub const AVAILABLE: &str = "Available";
+/// Condition: a rollout is under way.
+pub const PROGRESSING: &str = "Progressing";
+
+/// Revisions kept in the status, newest last.
+pub const MAX_REVISIONS: usize = 10;
+/// Look again this often when nothing is in flight (drift correction).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Look again this often while a rollout is under way.
+pub const ROLLOUT_POLL: Duration = Duration::from_secs(30);
+
+/// What the controller saw of the plugin's Deployment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeploymentView {
+    /// Revision from the `berth.dev/revision` annotation.
+    pub revision: Option<i64>,
+    /// Permissions the running revision was rendered with.
+    pub permissions: Option<Permissions>,
+    /// `spec.replicas`.
+    pub spec_replicas: i32,
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// `status.observedGeneration`.
+    pub observed_generation: i64,
+    /// `status.replicas` (all pods, old and new).
+    pub replicas: i32,
+    /// `status.updatedReplicas`.
+    pub updated_replicas: i32,
+    /// `status.availableReplicas`.
+    pub available_replicas: i32,
+    /// The Deployment's `Progressing` condition says `ProgressDeadlineExceeded`.
+    pub deadline_exceeded: bool,
+}
+
+impl DeploymentView {
+    /// Reads the fields the plan needs.
+    pub fn from_deployment(d: &Deployment) -> Self {
+        let annotations = d.metadata.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key));
+        let status = d.status.clone().unwrap_or_default();
+        Self {
+            revision: annotation(REVISION_ANNOTATION).and_then(|r| r.parse().ok()),
+            permissions: annotation(PERMISSIONS_ANNOTATION)
+                .and_then(|p| serde_json::from_str(p).ok()),
+            spec_replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            generation: d.metadata.generation.unwrap_or_default(),
+            observed_generation: status.observed_generation.unwrap_or_default(),
+            replicas: status.replicas.unwrap_or_default(),
+            updated_replicas: status.updated_replicas.unwrap_or_default(),
+            available_replicas: status.available_replicas.unwrap_or_default(),
+            deadline_exceeded: status.conditions.unwrap_or_default().iter().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            }),
+        }
+    }
+
+    /// True when `revision` runs on `replicas` up-to-date, available pods and no old ones.
+    pub fn rolled_out(&self, revision: i64, replicas: i32) -> bool {
+        self.revision == Some(revision)
+            && self.spec_replicas == replicas
+            && self.observed_generation >= self.generation
+            && self.updated_replicas == replicas
+            && self.replicas == replicas
+            && self.available_replicas >= replicas
+    }
+}
+
+/// What the controller knows of a plugin named in `dependsOn`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DependencyState {
+    /// Its phase, when it has a status.
+    pub phase: Option<Phase>,
+    /// Its `spec.version`.
+    pub version: String,
+}
+
+/// Everything the plan reads.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanInput<'a> {
+    /// The plugin, with the status the API server holds.
+    pub plugin: &'a Plugin,
+    /// Grants naming the plugin in its namespace.
+    pub grants: &'a [&'a PluginGrant],
+    /// The plugins it depends on, by name; absent ones do not exist.
+    pub dependencies: &'a BTreeMap<String, DependencyState>,
+    /// Its Deployment, if one exists.
+    pub deployment: Option<&'a DeploymentView>,
+    /// Now, for grant expiry and condition transition times.
+    pub now: Timestamp,
+    /// Plugins at or under this tier run without a grant.
+    pub auto_approve: RiskTier,
+    /// Cluster facts for rendering.
+    pub options: &'a RenderOptions,
+    /// [`validation_problems`] of this very spec, when the caller has them cached (a spec
+    /// does not change within a `metadata.generation`); computed when `None`.
+    pub validation: Option<&'a [String]>,
+}
+
+/// What to do with the plugin's workload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Workload {
+    /// Apply these objects; delete the Role and RoleBinding when `remove_rbac`.
+    Apply {
+        /// The desired objects.
+        rendered: Box<Rendered>,
+        /// A Kubernetes permission was dropped: its Role and RoleBinding must go.
+        remove_rbac: bool,
+    },
+    /// Leave whatever runs as it is.
+    Keep,
+    /// Stop it: delete the Deployment, Role and RoleBinding (its permissions are no longer
+    /// granted).
+    Remove,
+    /// Nothing runs and nothing should.
+    Nothing,
+}
+
+/// A Kubernetes Event to publish, on a phase transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Warning for phases that need attention.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub note: String,
+}
+
+/// The outcome of planning.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What to do with the workload.
+    pub workload: Workload,
+    /// The status to report.
+    pub status: PluginStatus,
+    /// The Event to publish, when the phase changed.
+    pub transition: Option<Transition>,
+    /// When to look again.
+    pub requeue_after: Duration,
+    /// A revision that became Active without a known digest: the controller reads it from
+    /// the pods and calls [`Plan::record_digest`].
+    pub digest_wanted: Option<i64>,
+}
+
+impl Plan {
+    /// Records the digest the pods of `revision` run.
+    pub fn record_digest(&mut self, revision: i64, digest: String) {
+        if let Some(r) = self
+            .status
+            .revisions
+            .iter_mut()
+            .find(|r| r.revision == revision)
+        {
+            r.image_digest = Some(digest.clone());
+        }
+        self.status.image_digest = Some(digest);
+        self.digest_wanted = None;
+    }
+}
+
+/// One condition before merging with the previous status.
+pub(crate) struct Cond {
+    type_: &'static str,
+    status: ConditionStatus,
+    reason: String,
+    message: String,
+}
+
+pub(crate) fn cond(
+    type_: &'static str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+) -> Cond {
+    Cond {
+        type_,
+        status,
+        reason: reason.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The digest part of an image reference pinned with `@sha256:…`.
+pub fn digest_of(image: &str) -> Option<String> {
+    image.split_once('@').map(|(_, d)| d.to_string())
+}
+
+/// `image` pinned to `digest` (`repo@sha256:…`), dropping any tag.
+pub fn pinned(image: &str, digest: Option<&str>) -> String {
+    match (digest, image.split_once('@')) {
+        (None, _) => image.to_string(),
+        (Some(_), Some(_)) => image.to_string(),
+        (Some(d), None) => {
+            // A tag follows the last ':' after the last '/'; a registry port does not.
+            let slash = image.rfind('/').map_or(0, |i| i + 1);
+            let repo = match image[slash..].rfind(':') {
+                Some(i) => &image[..slash + i],
+                None => image,
+            };
+            format!("{repo}@{d}")
+        }
+    }
+}
+
+/// Every error `berth-api` validation finds in the plugin, plus what a cluster adds, one
+/// line each. Empty when the spec is valid.
+pub fn validation_problems(plugin: &Plugin) -> Vec<String> {
+    let mut problems: Vec<String> = validate_plugin(plugin)
+        .into_iter()
+        .filter(|p| p.is_error())
+        .map(|p| p.to_string())
+        .collect();
+    if plugin
+        .name()
+        .chars()
+        .next()
+        .is_some_and(|c| !c.is_ascii_lowercase())
+    {
+        problems.push(format!(
+            "metadata.name: {:?} must start with a letter in a cluster, as Service names do (rename the plugin)",
+            plugin.name()
+        ));
+    }
+    problems
+}
+
+/// Plans one reconcile. Pure and deterministic for a given input.
+pub fn plan(input: PlanInput<'_>) -> Plan {
+    let PlanInput {
+        plugin,
+        grants,
+        dependencies,
+        deployment,
+        now,
+        auto_approve,
+        options,
+        validation,
+    } = input;
+    let spec = &plugin.spec;
+    let previous = plugin.status.clone().unwrap_or_default();
+    let generation = plugin.metadata.generation;
+    let mut status = PluginStatus {
+        observed_generation: generation,
+        performance: previous.performance.clone(),
+        revisions: previous.revisions.clone(),
+        ..PluginStatus::default()
+    };
+    let available = available_condition(deployment);
+
+    // Validation first: an invalid spec cannot be rendered, and what runs keeps running.
+    let problems: Vec<String> = match validation {
+        Some(known) => known.to_vec(),
+        None => validation_problems(plugin),
+    };
+    let decision = decide(&spec.permissions, &spec.hooks, grants, now, auto_approve);
+    status.risk = Some(decision.risk.clone());
+    if !problems.is_empty() {
+        status.phase = Some(Phase::Failed);
+        let unknown = |t| {
+            cond(
+                t,
+                ConditionStatus::Unknown,
+                "NotValidated",
+                "the spec is not valid",
+            )
+        };
+        let conditions = vec![
+            cond(
+                VALIDATED,
+                ConditionStatus::False,
+                "Invalid",
+                problems.join("; "),
+            ),
+            unknown(PERMISSIONS_GRANTED),
+            unknown(DEPENDENCIES_READY),
+            available,
+            unknown(PROGRESSING),
+        ];
+        return finish(
+            plugin,
+            &previous,
+            status,
+            conditions,
+            Workload::Keep,
+            now,
+            RESYNC,
+            None,
+        );
+    }
+    let validated = cond(
+        VALIDATED,
+        ConditionStatus::True,
+        "Valid",
+        "the spec is valid",
+    );
+
+    // The revision the spec asks for: a new one whenever image or version change.
+    let desired_index = match status.revisions.last() {
+        Some(last)
+            if last.image.as_deref() == Some(&spec.image) && last.version == spec.version =>
+        {
+            status.revisions.len() - 1
+        }
+        last => {
+            let number = last.map_or(1, |r| r.revision + 1);
+            status.revisions.push(Revision {
+                revision: number,
+                version: spec.version.clone(),
+                image: Some(spec.image.clone()),
+                image_digest: digest_of(&spec.image),
+                outcome: RevisionOutcome::Progressing,
+                message: None,
+            });
+            status.revisions.len() - 1
+        }
+    };
+    let desired_number = status.revisions[desired_index].revision;
+    let wanted_replicas = if spec.enabled { spec.replicas } else { 0 };
+
+    // A rollout past its deadline is rolled back to the last revision that served.
+    let mut rollback_note = None;
+    if let Some(d) = deployment
+        && d.revision == Some(desired_number)
+        && d.deadline_exceeded
+        && status.revisions[desired_index].outcome != RevisionOutcome::RolledBack
+    {
+        let message = format!(
+            "revision {desired_number} ({}) did not become available within {}s",
+            spec.image, options.progress_deadline_seconds
+        );
+        let r = &mut status.revisions[desired_index];
+        r.outcome = RevisionOutcome::RolledBack;
+        r.message = Some(message.clone());
+        rollback_note = Some(message);
+    }
+    let rolled_back = status.revisions[desired_index].outcome == RevisionOutcome::RolledBack;
+    let last_good = status.revisions[..desired_index]
+        .iter()
+        .rev()
+        .find(|r| {
+            matches!(
+                r.outcome,
+                RevisionOutcome::Active | RevisionOutcome::Superseded
+            )
+        })
+        .cloned();
+    let target: Option<RevisionToRun> = if rolled_back {
+        last_good.as_ref().map(|r| RevisionToRun {
+            number: r.revision,
+            image: pinned(
+                r.image.as_deref().unwrap_or(&spec.image),
+                r.image_digest.as_deref(),
+            ),
+            version: r.version.clone(),
+        })
+    } else {
+        Some(RevisionToRun::of_spec(plugin, desired_number))
+    };
+
+    // Approval of what the spec asks for now.
+    let granted_cond = match &decision.approval {
+        Approval::AutoApproved => cond(
+            PERMISSIONS_GRANTED,
+            ConditionStatus::True,
+            "AutoApproved",
+            format!(
+                "risk {} ({}) is at or under the auto-approve tier {}",
+                decision.risk.tier, decision.risk.score, auto_approve
+            ),
+        ),
+        Approval::Granted { grants } => cond(
+            PERMISSIONS_GRANTED,
+            ConditionStatus::True,
+            "Granted",
+            format!("covered by PluginGrant {}", grants.join(", ")),
+        ),
+        Approval::NotApproved { .. } => cond(
+            PERMISSIONS_GRANTED,
+            ConditionStatus::False,
+            "ApprovalRequired",
+            "",
+        ),
+    };
+    let mut requeue = RESYNC;
+    if let Some(expiry) = decision.next_expiry {
+        requeue = requeue.min(until(now, expiry));
+    }
+
+    let deps = dependency_condition(plugin, dependencies);
+    let deps_ready = deps.status == ConditionStatus::True;
+
+    if !spec.enabled {
+        status.phase = Some(Phase::Disabled);
+        let workload = match (&decision.approval, &target) {
+            (a, Some(t)) if a.is_approved() => apply(plugin, t, deployment, options),
+            _ if deployment.is_some() => Workload::Remove,
+            _ => Workload::Nothing,
+        };
+        if matches!(workload, Workload::Apply { .. }) {
+            status.endpoint = Some(endpoint(plugin, options));
+        }
+        let conditions = vec![
+            validated,
+            not_approved_message(granted_cond, &decision.approval),
+            deps,
+            cond(
+                AVAILABLE,
+                ConditionStatus::False,
+                "Disabled",
+                "spec.enabled is false",
+            ),
+            cond(
+                PROGRESSING,
+                ConditionStatus::False,
+                "Disabled",
+                "spec.enabled is false",
+            ),
+        ];
+        return finish(
+            plugin, &previous, status, conditions, workload, now, requeue, None,
+        );
+    }
+
+    if let Approval::NotApproved { missing, expired } = &decision.approval {
+        // What runs keeps running while its own permissions are still granted.
+        let serving_approved = deployment.is_some_and(|d| {
+            d.permissions.as_ref().is_some_and(|old| {
+                let old_decision = decide(old, &spec.hooks, grants, now, auto_approve);
+                if let Some(expiry) = old_decision.next_expiry {
+                    requeue = requeue.min(until(now, expiry));
+                }
+                old_decision.approval.is_approved()
+            })
+        });
+        let serving_revision = deployment.and_then(|d| d.revision);
+        let (workload, reason, tail) = if serving_approved {
+            let tail = match serving_revision {
+                Some(n) => format!("; revision {n} keeps serving with the permissions it had"),
+                None => "; the running revision keeps serving".into(),
+            };
+            (Workload::Keep, "PermissionsWidened", tail)
+        } else if deployment.is_some() {
+            let reason = if expired.is_empty() {
+                "ApprovalRequired"
+            } else {
+                "GrantExpired"
+            };
+            (
+                Workload::Remove,
+                reason,
+                "; the running revision was stopped".to_string(),
+            )
+        } else if !expired.is_empty() {
+            (Workload::Nothing, "GrantExpired", String::new())
+        } else {
+            (Workload::Nothing, "ApprovalRequired", String::new())
+        };
+        if serving_revision != Some(desired_number) || !matches!(workload, Workload::Keep) {
+            let r = &mut status.revisions[desired_index];
+            if r.outcome != RevisionOutcome::RolledBack {
+                r.outcome = RevisionOutcome::AwaitingApproval;
+            }
+        }
+        let expired_note = if expired.is_empty() {
+            String::new()
+        } else {
+            format!(" (expired: PluginGrant {})", expired.join(", "))
+        };
+        let granted = cond(
+            PERMISSIONS_GRANTED,
+            ConditionStatus::False,
+            reason,
+            format!(
+                "risk {} ({}) is above the auto-approve tier {} and no PluginGrant covers: {}{}{}",
+                decision.risk.tier,
+                decision.risk.score,
+                auto_approve,
+                describe_missing(missing),
+                expired_note,
+                tail
+            ),
+        );
+        if matches!(workload, Workload::Keep) {
+            status.endpoint = Some(endpoint(plugin, options));
+            status.image_digest = serving_digest(&status.revisions, serving_revision);
+        }
+        status.phase = Some(Phase::AwaitingApproval);
+        let available = match workload {
+            Workload::Keep => available,
+            _ => cond(
+                AVAILABLE,
+                ConditionStatus::False,
+                "AwaitingApproval",
+                "nothing runs until the permissions are granted",
+            ),
+        };
+        let conditions = vec![
+            validated,
+            granted,
+            deps,
+            available,
+            cond(
+                PROGRESSING,
+                ConditionStatus::False,
+                "AwaitingApproval",
+                "waiting for a PluginGrant",
+            ),
+        ];
+        return finish(
+            plugin, &previous, status, conditions, workload, now, requeue, None,
+        );
+    }
+
+    if !deps_ready {
+        let serving = deployment.is_some();
+        status.phase = Some(if serving && available.status == ConditionStatus::True {
+            Phase::Degraded
+        } else {
+            Phase::Pending
+        });
+        if serving {
+            status.endpoint = Some(endpoint(plugin, options));
+            status.image_digest =
+                serving_digest(&status.revisions, deployment.and_then(|d| d.revision));
+        }
+        let conditions = vec![
+            validated,
+            granted_cond,
+            deps,
+            available,
+            cond(
+                PROGRESSING,
+                ConditionStatus::False,
+                "WaitingForDependencies",
+                "no new revision starts until the dependencies are Ready",
+            ),
+        ];
+        let workload = if serving {
+            Workload::Keep
+        } else {
+            Workload::Nothing
+        };
+        return finish(
+            plugin, &previous, status, conditions, workload, now, requeue, None,
+        );
+    }
+
+    let Some(target) = target else {
+        // Rolled back with nothing to roll back to.
+        status.phase = Some(Phase::Failed);
+        let conditions = vec![
+            validated,
+            granted_cond,
+            deps,
+            available,
+            cond(
+                PROGRESSING,
+                ConditionStatus::False,
+                "ProgressDeadlineExceeded",
+                format!(
+                    "{}; there is no earlier revision to roll back to: fix the image or the plugin",
+                    status.revisions[desired_index]
+                        .message
+                        .clone()
+                        .unwrap_or_default()
+                ),
+            ),
+        ];
+        return finish(
+            plugin,
+            &previous,
+            status,
+            conditions,
+            Workload::Keep,
+            now,
+            requeue,
+            None,
+        );
+    };
+
+    let workload = apply(plugin, &target, deployment, options);
+    status.endpoint = Some(endpoint(plugin, options));
+    let done = deployment.is_some_and(|d| d.rolled_out(target.number, wanted_replicas));
+    let mut digest_wanted = None;
+    if done {
+        for r in status.revisions.iter_mut() {
+            if r.revision == target.number {
+                r.outcome = RevisionOutcome::Active;
+                r.message = None;
+                if r.image_digest.is_none() {
+                    r.image_digest = digest_of(&target.image);
+                }
+                if r.image_digest.is_none() {
+                    digest_wanted = Some(r.revision);
+                }
+            } else if r.outcome == RevisionOutcome::Active {
+                r.outcome = RevisionOutcome::Superseded;
+            }
+        }
+    } else if !rolled_back {
+        let r = &mut status.revisions[desired_index];
+        r.outcome = RevisionOutcome::Progressing;
+    }
+    status.image_digest = serving_digest(&status.revisions, Some(target.number));
+
+    let (phase, progressing) = if rolled_back {
+        let message = status.revisions[desired_index]
+            .message
+            .clone()
+            .unwrap_or_default();
+        (
+            Phase::Degraded,
+            cond(
+                PROGRESSING,
+                ConditionStatus::False,
+                "ProgressDeadlineExceeded",
+                format!(
+                    "{message}; rolled back to revision {} ({})",
+                    target.number, target.image
+                ),
+            ),
+        )
+    } else if done {
+        (
+            Phase::Ready,
+            cond(
+                PROGRESSING,
+                ConditionStatus::False,
+                "RolloutComplete",
+                format!(
+                    "revision {} ({}) is rolled out",
+                    target.number, target.image
+                ),
+            ),
+        )
+    } else {
+        requeue = requeue.min(ROLLOUT_POLL);
+        (
+            Phase::Deploying,
+            cond(
+                PROGRESSING,
+                ConditionStatus::True,
+                "RollingOut",
+                format!("rolling out revision {} ({})", target.number, target.image),
+            ),
+        )
+    };
+    status.phase = Some(phase);
+    let conditions = vec![validated, granted_cond, deps, available, progressing];
+    let mut plan = finish(
+        plugin,
+        &previous,
+        status,
+        conditions,
+        workload,
+        now,
+        requeue,
+        rollback_note,
+    );
+    plan.digest_wanted = digest_wanted;
+    plan
+}
+
+fn apply(
+    plugin: &Plugin,
+    target: &RevisionToRun,
+    deployment: Option<&DeploymentView>,
+    options: &RenderOptions,
+) -> Workload {
+    match render(RenderInput {
+        plugin,
+        granted: &plugin.spec.permissions,
+        revision: target,
+        options,
+    }) {
+        Ok(rendered) => {
+            let remove_rbac = plugin.spec.permissions.kubernetes.is_empty()
+                && deployment
+                    .and_then(|d| d.permissions.as_ref())
+                    .is_some_and(|p| !p.kubernetes.is_empty());
+            Workload::Apply {
+                rendered: Box::new(rendered),
+                remove_rbac,
+            }
+        }
+        // Validation has already rejected limits that do not parse.
+        Err(_) => Workload::Keep,
+    }
+}
+
+fn not_approved_message(mut c: Cond, approval: &Approval) -> Cond {
+    if let Approval::NotApproved { missing, .. } = approval {
+        c.message = format!("no PluginGrant covers: {}", describe_missing(missing));
+    }
+    c
+}
+
+fn serving_digest(revisions: &[Revision], serving: Option<i64>) -> Option<String> {
+    let n = serving?;
+    revisions
+        .iter()
+        .find(|r| r.revision == n)
+        .and_then(|r| r.image_digest.clone())
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let secs = at.as_second().saturating_sub(now.as_second()).max(1);
+    Duration::from_secs(secs as u64)
+}
+
+fn available_condition(deployment: Option<&DeploymentView>) -> Cond {
+    match deployment {
+        None => cond(
+            AVAILABLE,
+            ConditionStatus::False,
+            "NotDeployed",
+            "no Deployment exists",
+        ),
+        Some(d) if d.spec_replicas == 0 => cond(
+            AVAILABLE,
+            ConditionStatus::False,
+            "ScaledToZero",
+            "spec.replicas is 0",
+        ),
+        Some(d) if d.available_replicas > 0 => cond(
+            AVAILABLE,
+            ConditionStatus::True,
+            "PodsAvailable",
+            format!(
+                "{} of {} pods available",
+                d.available_replicas, d.spec_replicas
+            ),
+        ),
+        Some(d) => cond(
+            AVAILABLE,
+            ConditionStatus::False,
+            "NoPodsAvailable",
+            format!("0 of {} pods available", d.spec_replicas),
+        ),
+    }
+}
+
+fn dependency_condition(plugin: &Plugin, dependencies: &BTreeMap<String, DependencyState>) -> Cond {
+    if plugin.spec.depends_on.is_empty() {
+        return cond(
+            DEPENDENCIES_READY,
+            ConditionStatus::True,
+            "NoDependencies",
+            "the plugin depends on no other plugin",
+        );
+    }
+    let mut waiting = Vec::new();
+    for dep in &plugin.spec.depends_on {
+        let Some(state) = dependencies.get(&dep.name) else {
+            waiting.push(format!("{} (not found)", dep.name));
+            continue;
+        };
+        if let Some(range) = &dep.version
+            && let (Ok(req), Ok(version)) = (
+                semver::VersionReq::parse(range),
+                semver::Version::parse(&state.version),
+            )
+            && !req.matches(&version)
+        {
+            waiting.push(format!(
+                "{} (version {} does not satisfy {range:?})",
+                dep.name, state.version
+            ));
+            continue;
+        }
+        match state.phase {
+            Some(Phase::Ready) => {}
+            Some(phase) => waiting.push(format!("{} (phase {phase})", dep.name)),
+            None => waiting.push(format!("{} (no status yet)", dep.name)),
+        }
+    }
+    if waiting.is_empty() {
+        cond(
+            DEPENDENCIES_READY,
+            ConditionStatus::True,
+            "DependenciesReady",
+            "every dependency is Ready",
+        )
+    } else {
+        cond(
+            DEPENDENCIES_READY,
+            ConditionStatus::False,
+            "DependenciesNotReady",
+            format!("waiting for {}", waiting.join(", ")),
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    plugin: &Plugin,
+    previous: &PluginStatus,
+    mut status: PluginStatus,
+    conditions: Vec<Cond>,
+    workload: Workload,
+    now: Timestamp,
+    requeue_after: Duration,
+    rollback_note: Option<String>,
+) -> Plan {
+    let generation = plugin.metadata.generation;
+    status.conditions = merge_conditions(&previous.conditions, conditions, now, generation);
+    if status.revisions.len() > MAX_REVISIONS {
+        let extra = status.revisions.len() - MAX_REVISIONS;
+        status.revisions.drain(..extra);
+    }
+    let transition = transition(previous.phase, &status, rollback_note);
+    Plan {
+        workload,
+        status,
+        transition,
+        requeue_after,
+        digest_wanted: None,
+    }
+}
+
+/// Keeps `lastTransitionTime` of a condition whose status did not change, so the same input
+/// gives the same status and the controller does not wake itself up.
+pub(crate) fn merge_conditions(
+    previous: &[Condition],
+    conditions: Vec<Cond>,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let stamp = Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string();
+    conditions
+        .into_iter()
+        .map(|c| {
+            let before = previous.iter().find(|p| p.type_ == c.type_);
+            let last_transition_time = match before {
+                Some(b) if b.status == c.status && b.last_transition_time.is_some() => {
+                    b.last_transition_time.clone()
+                }
+                _ => Some(stamp.clone()),
+            };
+            Condition {
+                type_: c.type_.to_string(),
+                status: c.status,
+                reason: Some(c.reason),
+                message: (!c.message.is_empty()).then_some(c.message),
+                last_transition_time,
+                observed_generation: generation,
+            }
+        })
+        .collect()
+}
+
+fn transition(
+    before: Option<Phase>,
+    status: &PluginStatus,
+    rollback_note: Option<String>,
+) -> Option<Transition> {
+    let phase = status.phase?;
+    if let Some(note) = rollback_note {
+        return Some(Transition {
+            warning: true,
+            reason: "RolledBack".into(),
+            note,
+        });
+    }
+    if before == Some(phase) {
+        return None;
+    }
+    let key = match phase {
+        Phase::Failed => VALIDATED,
+        Phase::AwaitingApproval => PERMISSIONS_GRANTED,
+        Phase::Pending => DEPENDENCIES_READY,
+        Phase::Disabled => AVAILABLE,
+        _ => PROGRESSING,
+    };
+    let failed_validation = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == VALIDATED && c.status == ConditionStatus::False);
+    let key = if phase == Phase::Failed && !failed_validation {
+        PROGRESSING
+    } else {
+        key
+    };
+    let note = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == key)
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    Some(Transition {
+        warning: matches!(
+            phase,
+            Phase::Failed | Phase::AwaitingApproval | Phase::Degraded
+        ),
+        reason: phase.as_str().to_string(),
+        note,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1041 @@
+//! Reconcile scenarios against a mocked API server: every call the operator makes, in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::{
+    ConditionStatus, EgressRule, Phase, Plugin, PluginGrant, PluginGrantSpec, PluginStatus,
+    Revision, RevisionOutcome,
+};
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::controller::{Context, FINALIZER, error_policy, reconcile};
+use crate::fixtures::{Expect, Reply, Seen, mock_client, now};
+use crate::grants::{GrantContext, PLUGIN_FOUND};
+use crate::leader::LeaseLock;
+use crate::plan::{DEPENDENCIES_READY, PERMISSIONS_GRANTED, PROGRESSING, VALIDATED};
+use crate::{Error, check_crds};
+
+const NS: &str = "default";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments";
+const SA: &str = "/api/v1/namespaces/default/serviceaccounts";
+const SVC: &str = "/api/v1/namespaces/default/services";
+const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
+const ROLE: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles";
+const BINDING: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings";
+const PLUGINS: &str = "/apis/berth.dev/v1alpha1/namespaces/default/plugins";
+
+fn plugin(name: &str, image: &str, version: &str) -> Plugin {
+    let mut p: Plugin = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1",
+        "kind": "Plugin",
+        "metadata": {
+            "name": name, "namespace": NS, "uid": format!("uid-{name}"),
+            "generation": 1, "resourceVersion": "100",
+            "finalizers": [FINALIZER]
+        },
+        "spec": {"image": image, "version": version}
+    }))
+    .unwrap();
+    p.spec.resources.memory = berth_api::Quantity::new("32Mi");
+    p
+}
+
+fn calculator() -> Plugin {
+    plugin("calculator", "berth/calculator:0.1.0", "0.1.0")
+}
+
+fn http_fetch() -> Plugin {
+    let mut p = plugin("http-fetch", "berth/http-fetch:0.1.0", "0.1.0");
+    p.spec.permissions.network.egress.push(EgressRule {
+        host: Some("*".into()),
+        cidr: None,
+        ports: vec![80, 443],
+    });
+    p
+}
+
+fn grant_for(p: &Plugin) -> PluginGrant {
+    let mut g = PluginGrant::new(
+        p.name(),
+        PluginGrantSpec {
+            plugin: p.name().into(),
+            permissions: p.spec.permissions.clone(),
+            granted_by: "platform@example.com".into(),
+            reason: Some("reviewed".into()),
+            expires_at: Some("2027-01-01T00:00:00Z".into()),
+        },
+    );
+    g.metadata.namespace = Some(NS.into());
+    g
+}
+
+fn plugin_json(p: &Plugin) -> Value {
+    serde_json::to_value(p).unwrap()
+}
+
+/// A Deployment of `name` as the API server would report it.
+fn deployment(
+    name: &str,
+    revision: i64,
+    image: &str,
+    permissions: &Value,
+    ready: bool,
+    stuck: bool,
+) -> Value {
+    let progressing = if stuck {
+        json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"})
+    } else {
+        json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"})
+    };
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {
+            "name": name, "namespace": NS, "generation": 2,
+            "annotations": {
+                "berth.dev/revision": revision.to_string(),
+                "berth.dev/granted-permissions": permissions.to_string()
+            }
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"berth.dev/plugin": name}},
+            "template": {"spec": {"containers": [{"name": "plugin", "image": image}]}}
+        },
+        "status": {
+            "observedGeneration": 2,
+            "replicas": if stuck { 2 } else { 1 },
+            "updatedReplicas": 1,
+            "availableReplicas": if ready || stuck { 1 } else { 0 },
+            "conditions": [progressing]
+        }
+    })
+}
+
+fn workload_applies() -> Vec<Expect> {
+    vec![
+        Expect::apply(format!("{SA}/calculator")),
+        Expect::apply(format!("{SVC}/calculator")),
+        Expect::apply(format!("{NETPOL}/calculator")),
+        Expect::apply(format!("{DEPLOY}/calculator")),
+    ]
+}
+
+async fn reconcile_with(
+    p: &Plugin,
+    ctx: Arc<Context>,
+    verifier: crate::fixtures::ApiServerVerifier,
+    expected: Vec<Expect>,
+) -> (Result<kube::runtime::controller::Action, Error>, Vec<Seen>) {
+    let server = verifier.run(expected);
+    let result = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(p.clone()), ctx))
+        .await
+        .expect("reconcile made a call nobody answered, or hung");
+    let seen = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("verifier finished")
+        .expect("every expected call was made");
+    (result, seen)
+}
+
+fn status_of(seen: &[Seen]) -> PluginStatus {
+    let patch = seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("a status patch");
+    assert_eq!(patch.body["apiVersion"], "berth.dev/v1alpha1");
+    assert_eq!(patch.body["kind"], "Plugin");
+    serde_json::from_value(patch.body["status"].clone()).unwrap()
+}
+
+fn condition<'a>(status: &'a PluginStatus, type_: &str) -> &'a berth_api::Condition {
+    status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+fn event_of(seen: &[Seen]) -> &Value {
+    &seen
+        .iter()
+        .find(|s| s.path.ends_with("/events"))
+        .expect("an Event")
+        .body
+}
+
+#[tokio::test]
+async fn new_plugin_gets_the_finalizer_first() {
+    let mut p = calculator();
+    p.metadata.finalizers = None;
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut finalized = plugin_json(&p);
+    finalized["metadata"]["finalizers"] = json!([FINALIZER]);
+    let (result, seen) = reconcile_with(
+        &p,
+        ctx,
+        verifier,
+        vec![Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/calculator"),
+            Reply::Json(finalized),
+        )],
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(
+        seen[0].body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn new_low_risk_plugin_is_applied_and_reported_deploying() {
+    let p = calculator();
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Error(404),
+    )];
+    expected.extend(workload_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (result, seen) = reconcile_with(&p, ctx.clone(), verifier, expected).await;
+    assert_eq!(
+        result.unwrap(),
+        kube::runtime::controller::Action::requeue(crate::plan::ROLLOUT_POLL)
+    );
+
+    let deployment = &seen[4].body;
+    assert_eq!(deployment["kind"], "Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    assert_eq!(
+        deployment["metadata"]["ownerReferences"][0]["uid"],
+        "uid-calculator"
+    );
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(Phase::Deploying));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://calculator.default.svc:8080")
+    );
+    assert_eq!(status.revisions[0].outcome, RevisionOutcome::Progressing);
+    assert_eq!(
+        condition(&status, VALIDATED)
+            .last_transition_time
+            .as_deref(),
+        Some(crate::fixtures::NOW)
+    );
+    let event = event_of(&seen);
+    assert_eq!(event["reason"], "Deploying");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["regarding"]["name"], "calculator");
+    let metrics = ctx.metrics.encode().unwrap();
+    assert!(
+        metrics.contains("berth_plugins{phase=\"Deploying\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn rolled_out_plugin_is_ready_with_the_digest_its_pods_run() {
+    let mut p = calculator();
+    p.status = Some(PluginStatus {
+        revisions: vec![Revision {
+            revision: 1,
+            version: "0.1.0".into(),
+            image: Some("berth/calculator:0.1.0".into()),
+            image_digest: None,
+            outcome: RevisionOutcome::Progressing,
+            message: None,
+        }],
+        ..PluginStatus::default()
+    });
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let mut expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Json(deployment(
+            "calculator",
+            1,
+            "berth/calculator:0.1.0",
+            &json!({}),
+            true,
+            false,
+        )),
+    )];
+    expected.push(Expect::new(
+        Method::GET,
+        "/api/v1/namespaces/default/pods",
+        Reply::Json(json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [{
+                "metadata": {"name": "calculator-abc", "namespace": NS},
+                "status": {"containerStatuses": [{
+                    "name": "plugin", "image": "berth/calculator:0.1.0",
+                    "imageID": format!("docker.io/berth/calculator@{digest}"),
+                    "ready": true, "restartCount": 0
+                }]}
+            }]
+        })),
+    ));
+    expected.extend(workload_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert_eq!(status.image_digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(status.revisions[0].outcome, RevisionOutcome::Active);
+    assert_eq!(event_of(&seen)["reason"], "Ready");
+}
+
+#[tokio::test]
+async fn unchanged_status_is_not_written_again() {
+    let p = calculator();
+    // First pass: learn the status the operator reports.
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Error(404),
+    )];
+    expected.extend(workload_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (_, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    let mut p = p;
+    p.status = Some(status_of(&seen));
+
+    // Second pass with that status: apply again (drift correction), no status write, no Event.
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Error(404),
+    )];
+    expected.extend(workload_applies());
+    let (result, _) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn high_risk_plugin_awaits_approval_and_gets_no_deployment() {
+    let p = http_fetch();
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/http-fetch"),
+            Reply::Error(404),
+        ),
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/http-fetch/status"),
+            Reply::WithStatus(plugin_json(&p)),
+        ),
+        Expect::event(NS),
+    ];
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.path.contains("/deployments") && s.method == Method::PATCH)
+    );
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(Phase::AwaitingApproval));
+    let granted = condition(&status, PERMISSIONS_GRANTED);
+    assert_eq!(granted.status, ConditionStatus::False);
+    assert!(
+        granted
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("network egress *:443")
+    );
+    assert_eq!(status.risk.unwrap().tier, berth_api::RiskTier::Moderate);
+    let event = event_of(&seen);
+    assert_eq!(
+        (event["reason"].as_str(), event["type"].as_str()),
+        (Some("AwaitingApproval"), Some("Warning"))
+    );
+}
+
+#[tokio::test]
+async fn grant_added_deploys_the_plugin() {
+    let p = http_fetch();
+    let g = grant_for(&p);
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[&g]);
+    let expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/http-fetch"),
+            Reply::Error(404),
+        ),
+        Expect::apply(format!("{SA}/http-fetch")),
+        Expect::apply(format!("{SVC}/http-fetch")),
+        Expect::apply(format!("{NETPOL}/http-fetch")),
+        Expect::apply(format!("{DEPLOY}/http-fetch")),
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/http-fetch/status"),
+            Reply::WithStatus(plugin_json(&p)),
+        ),
+        Expect::event(NS),
+    ];
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    let policy = &seen[3].body;
+    assert_eq!(
+        policy["spec"]["egress"][2]["to"][0]["ipBlock"]["cidr"],
+        "0.0.0.0/0"
+    );
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(Phase::Deploying));
+    assert_eq!(
+        condition(&status, PERMISSIONS_GRANTED).reason.as_deref(),
+        Some("Granted")
+    );
+}
+
+#[tokio::test]
+async fn missing_dependency_is_named_and_nothing_is_deployed() {
+    let mut p = calculator();
+    p.spec.depends_on.push(berth_api::Dependency {
+        name: "text-processor".into(),
+        version: Some(">=1.0.0".into()),
+    });
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/calculator"),
+            Reply::Error(404),
+        ),
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/calculator/status"),
+            Reply::WithStatus(plugin_json(&p)),
+        ),
+        Expect::event(NS),
+    ];
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(Phase::Pending));
+    let deps = condition(&status, DEPENDENCIES_READY);
+    assert_eq!(deps.status, ConditionStatus::False);
+    assert_eq!(
+        deps.message.as_deref(),
+        Some("waiting for text-processor (not found)")
+    );
+}
+
+#[tokio::test]
+async fn ready_dependency_from_the_cache_lets_it_deploy() {
+    let mut p = calculator();
+    p.spec.depends_on.push(berth_api::Dependency {
+        name: "text-processor".into(),
+        version: Some(">=1.0.0".into()),
+    });
+    let mut dep = plugin("text-processor", "berth/text-processor:1.0.0", "1.0.0");
+    dep.status = Some(PluginStatus {
+        phase: Some(Phase::Ready),
+        ..PluginStatus::default()
+    });
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p, &dep], &[]);
+    let mut expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Error(404),
+    )];
+    expected.extend(workload_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    assert_eq!(
+        condition(&status_of(&seen), DEPENDENCIES_READY).status,
+        ConditionStatus::True
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_fails_with_the_messages() {
+    let mut p = calculator();
+    p.spec.version = "v0.1".into();
+    p.spec.resources.memory = berth_api::Quantity::new("1Ki");
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/calculator"),
+            Reply::Error(404),
+        ),
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/calculator/status"),
+            Reply::WithStatus(plugin_json(&p)),
+        ),
+        Expect::event(NS),
+    ];
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(Phase::Failed));
+    let validated = condition(&status, VALIDATED);
+    assert_eq!(validated.status, ConditionStatus::False);
+    let message = validated.message.as_deref().unwrap();
+    assert!(message.contains("spec.version"), "{message}");
+    assert!(message.contains("spec.resources.memory"), "{message}");
+    let event = event_of(&seen);
+    assert_eq!(event["reason"], "Failed");
+    assert!(event["note"].as_str().unwrap().contains("spec.version"));
+}
+
+#[tokio::test]
+async fn deleting_a_plugin_cleans_up_then_drops_the_finalizer() {
+    let mut p = calculator();
+    p.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let gone = |path: String| {
+        Expect::new(
+            Method::DELETE,
+            path,
+            Reply::Json(
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            ),
+        )
+    };
+    let expected = vec![
+        gone(format!("{DEPLOY}/calculator")),
+        gone(format!("{NETPOL}/calculator")),
+        gone(format!("{SVC}/calculator")),
+        Expect::new(
+            Method::DELETE,
+            format!("{BINDING}/calculator"),
+            Reply::Error(404),
+        ),
+        Expect::new(
+            Method::DELETE,
+            format!("{ROLE}/calculator"),
+            Reply::Error(404),
+        ),
+        gone(format!("{SA}/calculator")),
+        Expect::event(NS),
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/calculator"),
+            Reply::Json(plugin_json(&p)),
+        ),
+    ];
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    assert_eq!(
+        result.unwrap(),
+        kube::runtime::controller::Action::await_change()
+    );
+    assert_eq!(event_of(&seen)["reason"], "Deleted");
+    assert_eq!(
+        seen.last().unwrap().body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+            {"op": "remove", "path": "/metadata/finalizers/0"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn failed_cleanup_keeps_the_finalizer() {
+    let mut p = calculator();
+    p.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let expected = vec![Expect::new(
+        Method::DELETE,
+        format!("{DEPLOY}/calculator"),
+        Reply::Error(500),
+    )];
+    let (result, seen) = reconcile_with(&p, ctx.clone(), verifier, expected).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.metric_label(), "kube");
+    assert_eq!(seen.len(), 1, "no finalizer patch after a failed cleanup");
+    let action = error_policy(Arc::new(p.clone()), &error, ctx.clone());
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+    );
+    let again = error_policy(Arc::new(p), &error, ctx.clone());
+    assert_eq!(
+        again,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(2))
+    );
+    let metrics = ctx.metrics.encode().unwrap();
+    assert!(
+        metrics.contains("berth_reconcile_errors_total{controller=\"plugin\",error=\"kube\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// calculator upgraded to 0.2.0 while revision 1 (0.1.0, known digest) serves.
+fn upgraded_calculator() -> Plugin {
+    let mut p = plugin("calculator", "berth/calculator:0.2.0", "0.2.0");
+    p.metadata.generation = Some(2);
+    p.status = Some(PluginStatus {
+        phase: Some(Phase::Deploying),
+        revisions: vec![
+            Revision {
+                revision: 1,
+                version: "0.1.0".into(),
+                image: Some("berth/calculator:0.1.0".into()),
+                image_digest: Some(format!("sha256:{}", "11".repeat(32))),
+                outcome: RevisionOutcome::Active,
+                message: None,
+            },
+            Revision {
+                revision: 2,
+                version: "0.2.0".into(),
+                image: Some("berth/calculator:0.2.0".into()),
+                image_digest: None,
+                outcome: RevisionOutcome::Progressing,
+                message: None,
+            },
+        ],
+        ..PluginStatus::default()
+    });
+    p
+}
+
+#[tokio::test]
+async fn rollout_past_its_deadline_rolls_back_to_the_last_good_digest() {
+    let p = upgraded_calculator();
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Json(deployment(
+            "calculator",
+            2,
+            "berth/calculator:0.2.0",
+            &json!({}),
+            false,
+            true,
+        )),
+    )];
+    expected.extend(workload_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    let deployment = &seen[4].body;
+    let good = format!("berth/calculator@sha256:{}", "11".repeat(32));
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        good
+    );
+    assert_eq!(
+        deployment["metadata"]["annotations"]["berth.dev/revision"],
+        "1"
+    );
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(Phase::Degraded));
+    assert_eq!(status.revisions[1].outcome, RevisionOutcome::RolledBack);
+    let progressing = condition(&status, PROGRESSING);
+    assert_eq!(
+        progressing.reason.as_deref(),
+        Some("ProgressDeadlineExceeded")
+    );
+    assert!(
+        progressing
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("rolled back to revision 1")
+    );
+    let event = event_of(&seen);
+    assert_eq!(
+        (event["reason"].as_str(), event["type"].as_str()),
+        (Some("RolledBack"), Some("Warning"))
+    );
+}
+
+#[tokio::test]
+async fn widened_permissions_keep_the_old_revision_serving() {
+    let mut p = upgraded_calculator();
+    p.spec.permissions.secrets.push(berth_api::SecretRef {
+        name: "db".into(),
+        env: "DB_PASSWORD".into(),
+        key: None,
+    });
+    p.spec.permissions.network.egress.push(EgressRule {
+        host: Some("*".into()),
+        cidr: None,
+        ports: vec![443],
+    });
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/calculator"),
+            Reply::Json(deployment(
+                "calculator",
+                1,
+                "berth/calculator:0.1.0",
+                &json!({}),
+                true,
+                false,
+            )),
+        ),
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/calculator/status"),
+            Reply::WithStatus(plugin_json(&p)),
+        ),
+        Expect::event(NS),
+    ];
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == Method::PATCH && !s.path.ends_with("/status"))
+    );
+    assert!(!seen.iter().any(|s| s.method == Method::DELETE));
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(Phase::AwaitingApproval));
+    let granted = condition(&status, PERMISSIONS_GRANTED);
+    assert_eq!(granted.reason.as_deref(), Some("PermissionsWidened"));
+    assert!(
+        granted
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("revision 1 keeps serving")
+    );
+    assert_eq!(status.revisions[0].outcome, RevisionOutcome::Active);
+    assert_eq!(
+        status.revisions[1].outcome,
+        RevisionOutcome::AwaitingApproval
+    );
+    assert_eq!(
+        condition(&status, crate::plan::AVAILABLE).status,
+        ConditionStatus::True
+    );
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_and_back_off() {
+    let p = calculator();
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Error(500),
+    )];
+    let (result, _) = reconcile_with(&p, ctx, verifier, expected).await;
+    assert_eq!(result.unwrap_err().metric_label(), "kube");
+}
+
+#[tokio::test]
+async fn grant_for_a_missing_plugin_is_reported_orphaned() {
+    let g = grant_for(&http_fetch());
+    let (client, verifier) = mock_client();
+    let (plugins, mut writer) = kube::runtime::reflector::store::<Plugin>();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    let ctx = Arc::new(GrantContext {
+        client,
+        metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
+        plugins,
+        backoff: Default::default(),
+        now: crate::fixtures::now,
+    });
+    let mut response = serde_json::to_value(&g).unwrap();
+    response["metadata"]["name"] = json!("http-fetch");
+    let server = verifier.run(vec![Expect::new(
+        Method::PATCH,
+        "/apis/berth.dev/v1alpha1/namespaces/default/plugingrants/http-fetch/status",
+        Reply::WithStatus(response),
+    )]);
+    let action = tokio::time::timeout(
+        Duration::from_secs(5),
+        crate::grants::reconcile(Arc::new(g), ctx),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let seen = server.await.unwrap();
+    let status: berth_api::PluginGrantStatus =
+        serde_json::from_value(seen[0].body["status"].clone()).unwrap();
+    assert_eq!(status.state, Some(berth_api::GrantState::Orphaned));
+    let found = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == PLUGIN_FOUND)
+        .unwrap();
+    assert_eq!(found.status, ConditionStatus::False);
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(crate::plan::RESYNC)
+    );
+}
+
+#[tokio::test]
+async fn missing_crds_are_reported_clearly() {
+    let (client, verifier) = mock_client();
+    let server = verifier.run(vec![Expect::new(
+        Method::GET,
+        "/apis/berth.dev/v1alpha1/plugins",
+        Reply::Error(404),
+    )]);
+    let error = check_crds(&client, None).await.unwrap_err();
+    server.await.unwrap();
+    let text = error.to_string();
+    assert!(text.contains("plugins.berth.dev"), "{text}");
+    assert!(text.contains("kubectl apply -f crds/"), "{text}");
+}
+
+#[tokio::test]
+async fn installed_crds_pass_the_check() {
+    let (client, verifier) = mock_client();
+    let empty = |kind: &str| {
+        Reply::Json(
+            json!({"apiVersion": "berth.dev/v1alpha1", "kind": kind, "metadata": {}, "items": []}),
+        )
+    };
+    let server = verifier.run(vec![
+        Expect::new(
+            Method::GET,
+            "/apis/berth.dev/v1alpha1/plugins",
+            empty("PluginList"),
+        ),
+        Expect::new(
+            Method::GET,
+            "/apis/berth.dev/v1alpha1/plugingrants",
+            empty("PluginGrantList"),
+        ),
+    ]);
+    check_crds(&client, None).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_namespaced_operator_checks_crds_in_its_namespace() {
+    let (client, verifier) = mock_client();
+    let empty = |kind: &str| {
+        Reply::Json(
+            json!({"apiVersion": "berth.dev/v1alpha1", "kind": kind, "metadata": {}, "items": []}),
+        )
+    };
+    let server = verifier.run(vec![
+        Expect::new(Method::GET, PLUGINS, empty("PluginList")),
+        Expect::new(
+            Method::GET,
+            "/apis/berth.dev/v1alpha1/namespaces/default/plugingrants",
+            empty("PluginGrantList"),
+        ),
+    ]);
+    check_crds(&client, Some(NS)).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn cleanup_without_rights_on_roles_still_completes() {
+    let mut p = calculator();
+    p.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let gone = |path: String| {
+        Expect::new(
+            Method::DELETE,
+            path,
+            Reply::Json(
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            ),
+        )
+    };
+    let expected = vec![
+        gone(format!("{DEPLOY}/calculator")),
+        gone(format!("{NETPOL}/calculator")),
+        gone(format!("{SVC}/calculator")),
+        Expect::new(
+            Method::DELETE,
+            format!("{BINDING}/calculator"),
+            Reply::Error(403),
+        ),
+        Expect::new(
+            Method::DELETE,
+            format!("{ROLE}/calculator"),
+            Reply::Error(403),
+        ),
+        gone(format!("{SA}/calculator")),
+        Expect::event(NS),
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/calculator"),
+            Reply::Json(plugin_json(&p)),
+        ),
+    ];
+    let (result, _) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+}
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/berth-system/leases/berth-operator";
+
+fn lease(holder: &str, renewed: &str, transitions: i32) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "berth-operator", "namespace": "berth-system", "resourceVersion": "7"},
+        "spec": {
+            "holderIdentity": holder, "leaseDurationSeconds": 15,
+            "renewTime": renewed, "acquireTime": renewed, "leaseTransitions": transitions
+        }
+    })
+}
+
+fn lock(client: kube::Client) -> LeaseLock {
+    LeaseLock::new(
+        client,
+        "berth-system",
+        "berth-operator",
+        "replica-a",
+        Duration::from_secs(15),
+    )
+    .with_clock(crate::fixtures::now)
+}
+
+#[tokio::test]
+async fn first_replica_creates_the_lease() {
+    let (client, verifier) = mock_client();
+    let server = verifier.run(vec![
+        Expect::new(Method::GET, LEASE, Reply::Error(404)),
+        Expect::new(
+            Method::POST,
+            "/apis/coordination.k8s.io/v1/namespaces/berth-system/leases",
+            Reply::Echo,
+        ),
+    ]);
+    assert!(lock(client).try_acquire_or_renew().await.unwrap());
+    let seen = server.await.unwrap();
+    assert_eq!(seen[1].body["spec"]["holderIdentity"], "replica-a");
+    assert_eq!(seen[1].body["spec"]["leaseDurationSeconds"], 15);
+}
+
+#[tokio::test]
+async fn a_live_lease_of_another_replica_is_left_alone() {
+    let (client, verifier) = mock_client();
+    let server = verifier.run(vec![Expect::new(
+        Method::GET,
+        LEASE,
+        Reply::Json(lease("replica-b", "2026-03-01T11:59:55.000000Z", 3)),
+    )]);
+    assert!(!lock(client).try_acquire_or_renew().await.unwrap());
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_with_its_resource_version() {
+    let (client, verifier) = mock_client();
+    let server = verifier.run(vec![
+        Expect::new(
+            Method::GET,
+            LEASE,
+            Reply::Json(lease("replica-b", "2026-03-01T11:59:00.000000Z", 3)),
+        ),
+        Expect::new(Method::PUT, LEASE, Reply::Echo),
+    ]);
+    assert!(lock(client).try_acquire_or_renew().await.unwrap());
+    let seen = server.await.unwrap();
+    let put = &seen[1].body;
+    assert_eq!(put["metadata"]["resourceVersion"], "7");
+    assert_eq!(put["spec"]["holderIdentity"], "replica-a");
+    assert_eq!(put["spec"]["leaseTransitions"], 4);
+}
+
+#[tokio::test]
+async fn losing_the_race_for_a_lease_is_not_an_error() {
+    let (client, verifier) = mock_client();
+    let server = verifier.run(vec![
+        Expect::new(
+            Method::GET,
+            LEASE,
+            Reply::Json(lease("replica-b", "2026-03-01T11:59:00.000000Z", 3)),
+        ),
+        Expect::new(Method::PUT, LEASE, Reply::Error(409)),
+    ]);
+    assert!(!lock(client).try_acquire_or_renew().await.unwrap());
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_leader_renews_and_releases_its_lease() {
+    let (client, verifier) = mock_client();
+    let server = verifier.run(vec![
+        Expect::new(
+            Method::GET,
+            LEASE,
+            Reply::Json(lease("replica-a", "2026-03-01T11:59:55.000000Z", 1)),
+        ),
+        Expect::new(Method::PUT, LEASE, Reply::Echo),
+        Expect::new(
+            Method::GET,
+            LEASE,
+            Reply::Json(lease("replica-a", "2026-03-01T12:00:00.000000Z", 1)),
+        ),
+        Expect::new(Method::PUT, LEASE, Reply::Echo),
+    ]);
+    let l = lock(client);
+    assert!(l.try_acquire_or_renew().await.unwrap());
+    l.release().await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(seen[1].body["spec"]["leaseTransitions"], 1);
+    assert!(
+        seen[1].body["spec"]["renewTime"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-03-01T12:00:00")
+    );
+    assert_eq!(seen[3].body["spec"].get("holderIdentity"), None);
+}

@@ -1,0 +1,60 @@
+//! Shared by the rendering tests: read manifests and render them as `berth render` does.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use berth_api::RiskTier;
+use berth_operator::render::RenderOptions;
+use berth_operator::template::{Template, TemplateOptions, template};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("operator/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// `*.yaml` files in `dir` (relative to the workspace root), sorted, as relative paths.
+pub fn yaml_files(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .map(|p| format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Reads files named relative to the workspace root.
+pub fn read(files: &[String]) -> Vec<(String, Vec<u8>)> {
+    files
+        .iter()
+        .map(|f| {
+            (
+                f.clone(),
+                std::fs::read(root().join(f)).unwrap_or_else(|e| panic!("{f}: {e}")),
+            )
+        })
+        .collect()
+}
+
+/// True when the file holds a document of this kind.
+pub fn holds_kind(file: &str, kind: &str) -> bool {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    text.lines().any(|l| l.trim() == format!("kind: {kind}"))
+}
+
+/// Renders with the operator's defaults; grant expiry judged at a fixed time.
+pub fn render(files: &[String], assume_granted: bool) -> Template {
+    template(
+        &read(files),
+        &TemplateOptions {
+            render: RenderOptions::default(),
+            auto_approve: RiskTier::Low,
+            assume_granted,
+            now: "2026-01-01T00:00:00Z".parse().unwrap(),
+        },
+    )
+}
