@@ -177,9 +177,14 @@ fn berth_image_builds_from_scratch_and_serves_as_nonroot_on_a_read_only_root() {
         }
     };
     assert!(answer.starts_with("HTTP/1.1 200"), "GET /healthz: {answer}");
-    let uids = docker_ok(&["top", &container.0, "-o", "uid"]);
+    let processes = docker_ok(&["top", &container.0, "-o", "pid,uid"]);
+    let uids: Vec<&str> = processes
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
     assert!(
-        uids.lines().skip(1).all(|uid| uid.trim() == "65532"),
-        "every process in the container runs as 65532:\n{uids}"
+        !uids.is_empty() && uids.iter().all(|uid| *uid == "65532"),
+        "every process in the container runs as 65532:\n{processes}"
     );
 }

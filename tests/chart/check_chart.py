@@ -558,6 +558,11 @@ def check_flags(berth: str, objects: list[dict[str, Any]]) -> None:
             flags = [a.split("=", 1)[0][2:] for a in container["args"] if a.startswith("--")]
             unknown = [f for f in flags if f not in accepted]
             check(not unknown, f"every flag the chart gives `berth {component}` is accepted: {unknown or flags}")
+            # clap parses every value before it honours a trailing --help, so this parses the
+            # chart's arguments exactly as the container would, without starting anything.
+            parsed = subprocess.run([berth, *container["args"], "--help"], capture_output=True, text=True)
+            check(parsed.returncode == 0,
+                  f"`berth {' '.join(container['args'])}` parses {parsed.stderr.strip().splitlines()[:1] or ''}")
             for env in container.get("env", []):
                 name = env["name"]
                 check(name in envs or f'"{name}"' in code,
@@ -613,7 +618,7 @@ def main() -> int:
         check_rbac_covers_code(rbac, component)
     if args.berth_bin:
         print(f"--- flags against {args.berth_bin}")
-        for label in ("default values", "every feature on"):
+        for label in ("default values", "every feature on", "one watched namespace"):
             if label in rendered:
                 check_flags(args.berth_bin, rendered[label])
 
