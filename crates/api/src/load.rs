@@ -147,6 +147,34 @@ pub fn load_manifests(file: &str, bytes: &[u8]) -> Loaded {
     out
 }
 
+/// Loads a file that must hold exactly one valid `Plugin` (a plugin folder's `berth.yaml`, an
+/// image's manifest label). Returns every error, each tagged with `file`.
+pub fn load_single_plugin(file: &str, bytes: &[u8]) -> Result<Plugin, Vec<Problem>> {
+    let loaded = load_manifests(file, bytes);
+    if loaded.has_errors() {
+        return Err(loaded
+            .problems
+            .into_iter()
+            .filter(Problem::is_error)
+            .collect());
+    }
+    let mut plugins = loaded
+        .documents
+        .into_iter()
+        .filter_map(|d| match d.manifest {
+            Manifest::Plugin(p) => Some(*p),
+            Manifest::Grant(_) => None,
+        });
+    match (plugins.next(), plugins.next()) {
+        (Some(plugin), None) => Ok(plugin),
+        _ => Err(vec![
+            Problem::error("", "must hold exactly one Plugin document")
+                .hint("grants and other plugins go in files of their own")
+                .in_file(file, None),
+        ]),
+    }
+}
+
 /// The problem reported for a file over [`MAX_MANIFEST_BYTES`]; `size` is its real size.
 pub fn too_large(file: &str, size: u64) -> Problem {
     Problem::error(

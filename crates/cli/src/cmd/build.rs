@@ -9,7 +9,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use berth_api::{Manifest, Plugin, load_manifests};
+use berth_api::Plugin;
+use berth_api::load::load_single_plugin;
 use berth_docker::{BuildContext, BuildRequest, DockerClient, MANAGED_BY_LABEL, MANIFEST_LABEL};
 use serde::Deserialize;
 
@@ -152,27 +153,8 @@ pub fn read_plugin_dir(dir: &Path) -> Result<PluginDir, Vec<String>> {
             "{manifest_file}: cannot read ({e}); every plugin folder needs its manifest there"
         )]
     })?;
-    let loaded = load_manifests(&manifest_file, manifest_text.as_bytes());
-    if loaded.has_errors() {
-        return Err(loaded
-            .problems
-            .iter()
-            .filter(|p| p.is_error())
-            .map(ToString::to_string)
-            .collect());
-    }
-    let mut plugins = loaded
-        .documents
-        .into_iter()
-        .filter_map(|d| match d.manifest {
-            Manifest::Plugin(p) => Some(*p),
-            Manifest::Grant(_) => None,
-        });
-    let (Some(plugin), None) = (plugins.next(), plugins.next()) else {
-        return Err(vec![format!(
-            "{manifest_file}: must hold exactly one Plugin document (grants go elsewhere)"
-        )]);
-    };
+    let plugin = load_single_plugin(&manifest_file, manifest_text.as_bytes())
+        .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let dockerfile_path = dir.join("Dockerfile");
     let dockerfile_file = dockerfile_path.display().to_string();
     let dockerfile = std::fs::read_to_string(&dockerfile_path).map_err(|e| {

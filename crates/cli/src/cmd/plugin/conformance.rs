@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use berth_api::{Capability, HookMode, Manifest, Plugin, load_manifests};
+use berth_api::load::load_single_plugin;
+use berth_api::{Capability, HookMode, Plugin};
 use berth_docker::{
     ContainerOptions, DockerClient, Error as DockerError, MANAGED_BY_LABEL, MANIFEST_LABEL,
     plugin_container,
@@ -171,28 +172,8 @@ fn finish(image: &str, report: &Report) -> ExitCode {
 
 fn manifest_from_label(image: &str, text: &str) -> Result<Plugin, Vec<String>> {
     let source = format!("{image} label {MANIFEST_LABEL}");
-    let loaded = load_manifests(&source, text.as_bytes());
-    if loaded.has_errors() {
-        return Err(loaded
-            .problems
-            .iter()
-            .filter(|p| p.is_error())
-            .map(ToString::to_string)
-            .collect());
-    }
-    let mut plugins = loaded
-        .documents
-        .into_iter()
-        .filter_map(|d| match d.manifest {
-            Manifest::Plugin(p) => Some(*p),
-            Manifest::Grant(_) => None,
-        });
-    match (plugins.next(), plugins.next()) {
-        (Some(p), None) => Ok(p),
-        _ => Err(vec![format!(
-            "{source}: must hold exactly one Plugin document"
-        )]),
-    }
+    load_single_plugin(&source, text.as_bytes())
+        .map_err(|problems| problems.iter().map(ToString::to_string).collect())
 }
 
 /// A client for the plugin under test, sending the gateway's headers.
