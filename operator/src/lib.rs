@@ -7,7 +7,7 @@
 //! endpoints and leader election.
 #![forbid(unsafe_code)]
 
-pub mod approval;
+pub use berth_api::approval;
 pub mod config;
 pub mod controller;
 pub mod directory;

@@ -2,8 +2,10 @@
 //!
 //! Pure: no I/O, no Docker, no Kubernetes client. It holds the `Plugin` and `PluginGrant`
 //! custom resources, parsing of quantities and durations, semantic validation, risk
-//! scoring with grant coverage and permission diffs, and dependency ordering.
+//! scoring with grant coverage, permission diffs and the approval decision both backends
+//! share, and dependency ordering.
 
+pub mod approval;
 pub mod crd;
 pub mod deps;
 pub mod grant;

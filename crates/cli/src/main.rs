@@ -34,6 +34,31 @@ enum Command {
     Plugin(cmd::plugin::Args),
     /// Create a plugin folder from the hello template.
     New(cmd::new::Args),
+    /// Local mode: `berth dev up [PATH...]` runs plugins in Docker behind the gateway;
+    /// `berth dev down` removes them.
+    Dev(cmd::dev::Args),
+    /// List installed plugins (local mode).
+    List(cmd::local::ListArgs),
+    /// Show one plugin: phase, revisions, grants, risk (local mode).
+    Status(cmd::local::StatusArgs),
+    /// Install or upgrade a plugin from a manifest file (local mode).
+    Install(cmd::local::InstallArgs),
+    /// Stop and remove a plugin (local mode; its audit records stay).
+    Uninstall(cmd::local::NameArgs),
+    /// Start a disabled plugin again (local mode).
+    Enable(cmd::local::NameArgs),
+    /// Stop a plugin but keep it installed (local mode).
+    Disable(cmd::local::NameArgs),
+    /// Approve what a plugin asks for, recording who, why and until when (local mode).
+    Grant(cmd::local::GrantArgs),
+    /// Withdraw a plugin's grants; it stops if it needs them (local mode).
+    Revoke(cmd::local::NameArgs),
+    /// Print a plugin container's output (local mode).
+    Logs(cmd::local::LogsArgs),
+    /// Invoke a capability through the gateway (local mode).
+    Invoke(cmd::local::InvokeArgs),
+    /// Publish a hook event through the gateway (local mode).
+    Hook(cmd::local::HookArgs),
     // New subcommands go above this line, one variant each.
 }
 
@@ -49,6 +74,18 @@ fn main() -> ExitCode {
         Command::Build(args) => cmd::build::run(args),
         Command::Plugin(args) => cmd::plugin::run(args),
         Command::New(args) => cmd::new::run(args),
+        Command::Dev(args) => cmd::dev::run(args),
+        Command::List(args) => cmd::local::list(args),
+        Command::Status(args) => cmd::local::status(args),
+        Command::Install(args) => cmd::local::install(args),
+        Command::Uninstall(args) => cmd::local::uninstall(args),
+        Command::Enable(args) => cmd::local::set_enabled(args, true),
+        Command::Disable(args) => cmd::local::set_enabled(args, false),
+        Command::Grant(args) => cmd::local::grant(args),
+        Command::Revoke(args) => cmd::local::revoke(args),
+        Command::Logs(args) => cmd::local::logs(args),
+        Command::Invoke(args) => cmd::local::invoke(args),
+        Command::Hook(args) => cmd::local::hook(args),
         // New match arms go above this line, one each.
     };
     match result {

@@ -11,14 +11,14 @@ use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
     WaitContainerOptionsBuilder,
 };
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 
 use crate::error::{Error, Result};
 
 /// A connected Docker Engine.
 #[derive(Clone, Debug)]
 pub struct DockerClient {
-    docker: Docker,
+    pub(crate) docker: Docker,
 }
 
 /// What to build and how to tag it.
@@ -240,7 +240,8 @@ impl DockerClient {
         })
     }
 
-    async fn inspect_container(
+    /// Everything the engine knows about the container (`docker inspect`).
+    pub async fn inspect_container(
         &self,
         id: &str,
     ) -> Result<bollard::models::ContainerInspectResponse> {
@@ -310,6 +311,68 @@ impl DockerClient {
             out.push_str(&chunk.to_string());
         }
         Ok(out)
+    }
+
+    /// The container's output (stdout and stderr), one item per line without its line
+    /// break: the last `tail` lines, then, with `follow`, new lines as they are written until
+    /// the container stops or the stream is dropped. Nothing is read unless it is polled.
+    /// The engine splits lines longer than 16 KiB; their pieces arrive as separate items.
+    pub fn logs_stream(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: usize,
+    ) -> impl Stream<Item = Result<String>> + Send + 'static + use<> {
+        let what = format!("container {id}");
+        self.docker
+            .logs(
+                id,
+                Some(
+                    LogsOptionsBuilder::default()
+                        .stdout(true)
+                        .stderr(true)
+                        .follow(follow)
+                        .tail(&tail.to_string())
+                        .build(),
+                ),
+            )
+            .flat_map(move |chunk| {
+                let items: Vec<Result<String>> = match chunk {
+                    Ok(chunk) => {
+                        let bytes = chunk.into_bytes();
+                        String::from_utf8_lossy(&bytes)
+                            .lines()
+                            .map(|l| Ok(l.to_owned()))
+                            .collect()
+                    }
+                    Err(e) => vec![Err(Error::from_engine("read the logs", &what, e))],
+                };
+                futures::stream::iter(items)
+            })
+    }
+
+    /// Starts a container that exists but is not running (a restart after a crash); one
+    /// that already runs is left as it is.
+    pub async fn start_existing(&self, id: &str) -> Result<()> {
+        // The engine answers 304 for a running container, which bollard counts as success.
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| Error::from_engine("start the container", &format!("container {id}"), e))
+    }
+
+    /// The host port the engine published for the container's `container_port`/tcp, if any.
+    pub async fn published_port(&self, id: &str, container_port: u16) -> Result<Option<u16>> {
+        let inspect = self.inspect_container(id).await?;
+        let key = format!("{container_port}/tcp");
+        Ok(inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|mut ports| ports.remove(&key))
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|binding| binding.host_port.and_then(|p| p.parse().ok())))
     }
 
     /// Removes the container and its anonymous volumes, stopping it first if needed.

@@ -2,13 +2,19 @@
 //!
 //! Pure: the same manifest always gives the same configuration, and no engine is needed to
 //! check it. Every plugin container gets Berth's isolation defaults: user 65532, a read-only
-//! root filesystem, all capabilities dropped, no-new-privileges, a size-limited `/tmp`, and
-//! the manifest's memory, CPU and process limits.
+//! root filesystem, all capabilities dropped, no-new-privileges, the engine's default seccomp
+//! profile, a size-limited `/tmp`, no published ports, and the manifest's memory, CPU and
+//! process limits. Each `permissions.filesystem` entry becomes a mount of the source the
+//! caller bound to it, read-only unless the manifest asks for `readWrite`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use berth_api::Plugin;
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use berth_api::permissions::Access;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, RestartPolicy, RestartPolicyNameEnum,
+};
 
 use crate::PLUGIN_USER;
 use crate::error::{Error, Result};
@@ -24,9 +30,21 @@ pub struct ContainerOptions {
     pub env: Vec<(String, String)>,
     /// Labels for the container.
     pub labels: HashMap<String, String>,
-    /// Give each `permissions.filesystem` mount an empty tmpfs of the `/tmp` size instead
-    /// of a host directory (conformance tests: the plugin sees its mount paths, nothing real).
+    /// What backs each `permissions.filesystem` entry, by its `name`.
+    pub filesystem: HashMap<String, FilesystemSource>,
+    /// Give each `permissions.filesystem` entry without a source in
+    /// [`ContainerOptions::filesystem`] an empty tmpfs of the `/tmp` size (conformance
+    /// tests: the plugin sees its mount paths, nothing real).
     pub scratch_filesystem: bool,
+}
+
+/// What a `permissions.filesystem` entry is mounted from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilesystemSource {
+    /// A named Docker volume.
+    Volume(String),
+    /// A directory on the host (it must exist).
+    HostDir(PathBuf),
 }
 
 /// The container configuration for `plugin` under `options`.
@@ -52,16 +70,38 @@ pub fn plugin_container(
         "/tmp".to_owned(),
         format!("rw,noexec,nosuid,nodev,size={}", limits.tmp_bytes),
     )]);
-    if options.scratch_filesystem {
-        for mount in &plugin.spec.permissions.filesystem {
-            tmpfs.insert(
-                mount.mount_path.clone(),
-                format!(
-                    "rw,noexec,nosuid,nodev,size={},uid=65532,gid=65532,mode=0755",
-                    limits.tmp_bytes
-                ),
-            );
-        }
+    let mut mounts = Vec::new();
+    for (i, permission) in plugin.spec.permissions.filesystem.iter().enumerate() {
+        let (typ, source) = match options.filesystem.get(&permission.name) {
+            Some(FilesystemSource::Volume(name)) => (MountType::VOLUME, name.clone()),
+            Some(FilesystemSource::HostDir(dir)) => (MountType::BIND, dir.display().to_string()),
+            None if options.scratch_filesystem => {
+                tmpfs.insert(
+                    permission.mount_path.clone(),
+                    format!(
+                        "rw,noexec,nosuid,nodev,size={},uid=65532,gid=65532,mode=0755",
+                        limits.tmp_bytes
+                    ),
+                );
+                continue;
+            }
+            None => {
+                return Err(Error::Manifest {
+                    field: format!("spec.permissions.filesystem[{i}]"),
+                    message: format!(
+                        "nothing is bound to {:?} (mountPath {}); bind it to a host directory or a volume, or remove the permission from the manifest",
+                        permission.name, permission.mount_path
+                    ),
+                });
+            }
+        };
+        mounts.push(Mount {
+            target: Some(permission.mount_path.clone()),
+            source: Some(source),
+            typ: Some(typ),
+            read_only: Some(permission.access == Access::ReadOnly),
+            ..Default::default()
+        });
     }
     let mut env = vec![
         format!("BERTH_PORT={}", plugin.spec.port),
@@ -83,8 +123,13 @@ pub fn plugin_container(
             pids_limit: Some(limits.pids),
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".into()]),
+            // No seccomp option: the engine's default profile (RuntimeDefault) applies.
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             tmpfs: Some(tmpfs),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            // Nothing is published: only the gateway, on the plugin's network, reaches it.
+            publish_all_ports: Some(false),
+            port_bindings: None,
             network_mode: Some(options.network.clone()),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),
@@ -129,13 +174,25 @@ spec:
             network: "berth-test".into(),
             env: vec![("BERTH_GATEWAY_URL".into(), "http://gw:8080".into())],
             labels: HashMap::from([("dev.berth.managed-by".into(), "test".into())]),
+            filesystem: HashMap::new(),
             scratch_filesystem: scratch,
         }
     }
 
+    fn with_source(name: &str, source: FilesystemSource) -> ContainerOptions {
+        let mut o = options(false);
+        o.filesystem.insert(name.into(), source);
+        o
+    }
+
+    /// Options that bind CALC's one filesystem permission to a volume.
+    fn bound() -> ContainerOptions {
+        with_source("ws", FilesystemSource::Volume("berth-x-calc-ws".into()))
+    }
+
     #[test]
     fn manifest_limits_become_engine_limits() {
-        let body = plugin_container(&plugin(CALC), &options(false)).unwrap();
+        let body = plugin_container(&plugin(CALC), &bound()).unwrap();
         let host = body.host_config.unwrap();
         assert_eq!(host.memory, Some(32 * 1024 * 1024));
         assert_eq!(host.memory_swap, host.memory);
@@ -150,7 +207,7 @@ spec:
 
     #[test]
     fn every_container_gets_the_isolation_defaults() {
-        let body = plugin_container(&plugin(CALC), &options(false)).unwrap();
+        let body = plugin_container(&plugin(CALC), &bound()).unwrap();
         assert_eq!(body.user.as_deref(), Some("65532:65532"));
         let host = body.host_config.unwrap();
         assert_eq!(host.readonly_rootfs, Some(true));
@@ -167,7 +224,7 @@ spec:
             "  resources: {cpu: 250m, memory: 32Mi, pids: 16, tmp: 1Mi}\n",
             "",
         );
-        let host = plugin_container(&plugin(&yaml), &options(false))
+        let host = plugin_container(&plugin(&yaml), &bound())
             .unwrap()
             .host_config
             .unwrap();
@@ -178,7 +235,7 @@ spec:
 
     #[test]
     fn runtime_environment_names_the_port_plugin_and_extras() {
-        let env = plugin_container(&plugin(CALC), &options(false))
+        let env = plugin_container(&plugin(CALC), &bound())
             .unwrap()
             .env
             .unwrap();
@@ -194,18 +251,101 @@ spec:
     }
 
     #[test]
-    fn filesystem_mounts_become_scratch_tmpfs_only_when_asked() {
-        let plain = plugin_container(&plugin(CALC), &options(false)).unwrap();
-        assert!(
-            !plain
-                .host_config
-                .unwrap()
-                .tmpfs
-                .unwrap()
-                .contains_key("/workspace")
-        );
+    fn filesystem_mounts_become_scratch_tmpfs_when_asked() {
         let scratch = plugin_container(&plugin(CALC), &options(true)).unwrap();
-        let tmpfs = scratch.host_config.unwrap().tmpfs.unwrap();
+        let host = scratch.host_config.unwrap();
+        let tmpfs = host.tmpfs.unwrap();
         assert!(tmpfs["/workspace"].contains("uid=65532"), "{tmpfs:?}");
+        assert_eq!(host.mounts, None);
+    }
+
+    #[test]
+    fn a_filesystem_permission_without_a_source_names_the_entry_and_the_fix() {
+        let err = plugin_container(&plugin(CALC), &options(false)).unwrap_err();
+        let Error::Manifest { field, message } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(field, "spec.permissions.filesystem[0]");
+        assert!(
+            message.contains("\"ws\"") && message.contains("/workspace"),
+            "{err}"
+        );
+        assert!(
+            message.contains("bind it to a host directory or a volume"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_volume_source_becomes_a_volume_mount_at_the_mount_path() {
+        let body = plugin_container(
+            &plugin(CALC),
+            &with_source("ws", FilesystemSource::Volume("berth-x-calc-ws".into())),
+        )
+        .unwrap();
+        let host = body.host_config.unwrap();
+        assert_eq!(
+            host.mounts.unwrap(),
+            [Mount {
+                target: Some("/workspace".into()),
+                source: Some("berth-x-calc-ws".into()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            }]
+        );
+        assert!(!host.tmpfs.unwrap().contains_key("/workspace"));
+    }
+
+    #[test]
+    fn a_read_only_permission_becomes_a_read_only_bind_mount() {
+        let yaml = CALC.replace("access: readWrite", "access: readOnly");
+        let body = plugin_container(
+            &plugin(&yaml),
+            &with_source("ws", FilesystemSource::HostDir("/srv/project".into())),
+        )
+        .unwrap();
+        let mounts = body.host_config.unwrap().mounts.unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].typ, Some(MountType::BIND));
+        assert_eq!(mounts[0].source.as_deref(), Some("/srv/project"));
+        assert_eq!(mounts[0].target.as_deref(), Some("/workspace"));
+        assert_eq!(mounts[0].read_only, Some(true));
+    }
+
+    #[test]
+    fn a_source_wins_over_scratch_and_others_stay_scratch() {
+        let yaml = CALC.replace(
+            "filesystem: [{name: ws, mountPath: /workspace, access: readWrite}]",
+            "filesystem: [{name: ws, mountPath: /workspace, access: readWrite}, {name: cache, mountPath: /cache}]",
+        );
+        let mut o = with_source("ws", FilesystemSource::Volume("v".into()));
+        o.scratch_filesystem = true;
+        let host = plugin_container(&plugin(&yaml), &o)
+            .unwrap()
+            .host_config
+            .unwrap();
+        assert_eq!(host.mounts.unwrap()[0].source.as_deref(), Some("v"));
+        let tmpfs = host.tmpfs.unwrap();
+        assert!(tmpfs.contains_key("/cache") && !tmpfs.contains_key("/workspace"));
+    }
+
+    #[test]
+    fn nothing_is_published_and_seccomp_stays_the_engine_default() {
+        let body = plugin_container(&plugin(CALC), &options(true)).unwrap();
+        assert!(body.exposed_ports.is_none());
+        let host = body.host_config.unwrap();
+        assert_eq!(host.port_bindings, None);
+        assert_eq!(host.publish_all_ports, Some(false));
+        assert!(
+            !host
+                .security_opt
+                .unwrap()
+                .iter()
+                .any(|o| o.starts_with("seccomp")),
+            "no seccomp override"
+        );
+        assert_eq!(host.privileged, None);
+        assert_eq!(host.cap_add, None);
     }
 }

@@ -3,17 +3,36 @@
 //! [`DockerClient`] wraps one engine connection; every call returns this crate's [`Error`],
 //! which sorts daemon answers by status code. [`context`] builds image build contexts;
 //! [`hardening`] turns a `Plugin` manifest into the container configuration that enforces
-//! its limits and Berth's isolation defaults, as a pure function.
+//! its limits and Berth's isolation defaults, as a pure function. An [`Instance`] names and
+//! labels everything one `berth dev up` creates; [`networks`] gives each plugin its own
+//! address-less internal network; [`managed`] finds and removes an instance's objects;
+//! [`volumes`] creates its volumes writable by the plugin user; [`events`] and [`usage`]
+//! watch its containers; [`readiness`] tells when a started plugin may take traffic.
 
 pub mod client;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod hardening;
+pub mod instance;
+pub mod managed;
+pub mod networks;
+pub mod readiness;
+pub mod supervisor;
+pub mod usage;
+pub mod volumes;
 
 pub use client::{BuildRequest, ContainerStatus, DockerClient, ImageInfo};
 pub use context::BuildContext;
 pub use error::{Error, Result};
-pub use hardening::{ContainerOptions, plugin_container};
+pub use events::{ContainerEvent, EventAction};
+pub use hardening::{ContainerOptions, FilesystemSource, plugin_container};
+pub use instance::{
+    INSTANCE_LABEL, Instance, MANIFEST_HASH_LABEL, PLUGIN_LABEL, REVISION_LABEL, ROLE_LABEL,
+};
+pub use managed::{ManagedContainer, Removed};
+pub use readiness::{Describe, NotReady, describe_differences, wait_ready, wait_ready_with};
+pub use usage::Usage;
 
 /// Image label that carries the plugin's manifest (`berth.yaml`, verbatim).
 pub const MANIFEST_LABEL: &str = "dev.berth.manifest";

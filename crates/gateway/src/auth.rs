@@ -217,6 +217,11 @@ impl TokenStore {
     pub fn lookup(&self, digest: &[u8; 32]) -> Option<&Arc<Principal>> {
         self.by_digest.get(digest)
     }
+
+    /// True when some token has the `admin` scope (the only one that may push a directory).
+    pub fn has_admin(&self) -> bool {
+        self.by_digest.values().any(|p| p.is_admin())
+    }
 }
 
 /// The SHA-256 digest of a token.
@@ -226,14 +231,21 @@ pub fn digest(token: &str) -> [u8; 32] {
 
 /// `sha256:HEX` of a token, as written in tokens files.
 pub fn digest_line(token: &str) -> String {
-    format!("sha256:{}", berth_store::audit::hex(&digest(token)))
+    format_digest(&digest(token))
 }
 
-fn parse_digest(s: &str) -> Result<[u8; 32], String> {
+/// `sha256:HEX` of a digest: the form of tokens files and of pushed directory snapshots.
+pub(crate) fn format_digest(digest: &[u8; 32]) -> String {
+    format!("sha256:{}", berth_store::audit::hex(digest))
+}
+
+/// Parses `sha256:HEX` (64 hex digits) into a digest.
+pub(crate) fn parse_digest(s: &str) -> Result<[u8; 32], String> {
     let hex = s
         .strip_prefix("sha256:")
         .ok_or_else(|| format!("{s:?} must start with sha256: (store digests, not tokens)"))?;
-    if hex.len() != 64 {
+    // `from_str_radix` alone would accept a `+` sign in front of a digit.
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("a sha256 digest has 64 hex digits".into());
     }
     let mut out = [0u8; 32];

@@ -14,6 +14,9 @@ use tokio::sync::watch;
 
 use crate::{Error, Result};
 
+/// The wire form of a directory that a supervisor pushes; see [`crate::wire`].
+pub use crate::wire::{EntryWire, SnapshotWire};
+
 /// One plugin as the gateway needs to see it.
 #[derive(Clone, Debug)]
 pub struct PluginEntry {
@@ -87,6 +90,19 @@ impl PluginEntry {
     pub fn with_token(mut self, token: &str) -> Self {
         self.token_sha256
             .push(Sha256::digest(token.as_bytes()).into());
+        self
+    }
+
+    /// Adds a plugin token by its SHA-256 digest, for backends that never hold the token
+    /// itself (the supervisor pushes digests only).
+    pub fn with_token_digest(mut self, digest: [u8; 32]) -> Self {
+        self.token_sha256.push(digest);
+        self
+    }
+
+    /// Sets the risk score (0–100), for backends that assessed it themselves.
+    pub fn with_risk_score(mut self, risk_score: u32) -> Self {
+        self.risk_score = risk_score;
         self
     }
 

@@ -16,7 +16,9 @@ use crate::audit::{Auditor, Summarizer};
 use crate::auth::{Principal, TokenStore, bearer, digest};
 use crate::breaker::CircuitBreaker;
 use crate::config::Config;
-use crate::directory::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry};
+use crate::directory::{
+    DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory,
+};
 use crate::metrics::Metrics;
 use crate::upstream::{self, HttpClient};
 use crate::{Error, Result};
@@ -48,6 +50,9 @@ impl std::fmt::Debug for Gateway {
 pub(crate) struct Inner {
     pub limits: Limits,
     pub directory: Arc<dyn PluginDirectory>,
+    /// Set with `--backend pushed`: the same directory as `directory`, which
+    /// `PUT /v1/admin/directory` replaces.
+    pub pushed: Option<Pushed>,
     pub tokens: TokenStore,
     pub metrics: Metrics,
     pub auditor: Auditor,
@@ -70,6 +75,14 @@ impl Drop for Inner {
             task.abort();
         }
     }
+}
+
+/// The directory a supervisor pushes to, and the version of the last snapshot applied.
+pub(crate) struct Pushed {
+    pub directory: Arc<StaticDirectory>,
+    /// Held from the version check to the replacement, so two pushes cannot interleave
+    /// and leave the older one in force.
+    pub applied: Mutex<Option<u64>>,
 }
 
 /// One plugin revision's runtime state.
@@ -209,6 +222,34 @@ impl Gateway {
         metrics: Metrics,
         auditor: Auditor,
     ) -> Self {
+        Self::build(config, directory, None, tokens, metrics, auditor)
+    }
+
+    /// Like [`Gateway::new`], over a directory that a supervisor in another process
+    /// replaces through `PUT /v1/admin/directory` (`--backend pushed`). Start it with
+    /// [`StaticDirectory::unsynced`] so that `/readyz` answers 503 until the first push.
+    pub fn new_pushed(
+        config: &Config,
+        directory: Arc<StaticDirectory>,
+        tokens: TokenStore,
+        metrics: Metrics,
+        auditor: Auditor,
+    ) -> Self {
+        let pushed = Pushed {
+            directory: directory.clone(),
+            applied: Mutex::new(None),
+        };
+        Self::build(config, directory, Some(pushed), tokens, metrics, auditor)
+    }
+
+    fn build(
+        config: &Config,
+        directory: Arc<dyn PluginDirectory>,
+        pushed: Option<Pushed>,
+        tokens: TokenStore,
+        metrics: Metrics,
+        auditor: Auditor,
+    ) -> Self {
         let limits = Limits {
             max_body: config.max_body,
             max_response_body: config.max_response_body,
@@ -227,6 +268,7 @@ impl Gateway {
             client: upstream::client(config.connect_timeout, config.pool_idle_per_host),
             summarizer: Mutex::new(Summarizer::new(metrics.clone(), auditor.clone())),
             directory,
+            pushed,
             tokens,
             metrics,
             auditor,
@@ -267,6 +309,23 @@ impl Gateway {
     /// The directory.
     pub fn directory(&self) -> &Arc<dyn PluginDirectory> {
         &self.inner.directory
+    }
+
+    /// The directory `PUT /v1/admin/directory` replaces, when the gateway was built with
+    /// [`Gateway::new_pushed`].
+    pub fn pushed_directory(&self) -> Option<&Arc<StaticDirectory>> {
+        self.inner.pushed.as_ref().map(|p| &p.directory)
+    }
+
+    /// True when a configured token has the `admin` scope, which the admin endpoints need.
+    pub fn has_admin_token(&self) -> bool {
+        self.inner.tokens.has_admin()
+    }
+
+    /// The version of the last pushed snapshot applied, if any.
+    pub fn pushed_version(&self) -> Option<u64> {
+        let pushed = self.inner.pushed.as_ref()?;
+        *pushed.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes the summary of successful invocations since the last one, now.
@@ -342,14 +401,16 @@ impl Gateway {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         map.retain(|name, rt| {
-            let keep = snapshot
+            snapshot
                 .get(name)
-                .is_some_and(|e| e.revision == rt.revision);
-            if snapshot.get(name).is_none() {
-                self.inner.metrics.forget_plugin(name);
-            }
-            keep
+                .is_some_and(|e| e.revision == rt.revision)
         });
+        drop(map);
+        // Not only plugins with a runtime: one never invoked may still have a risk score
+        // and usage exported.
+        self.inner
+            .metrics
+            .retain_plugins(|name| snapshot.get(name).is_some());
     }
 
     /// A request id: the caller's, when it sent a sane one, or a fresh one.

@@ -7,7 +7,9 @@
 //! the [`PluginDirectory`] trait and knows nothing of Docker or Kubernetes.
 //!
 //! [`router`] builds the HTTP API from a [`Gateway`]; [`serve`] runs it with graceful
-//! shutdown; [`Gateway::from_config`] wires everything from a [`Config`].
+//! shutdown; [`Gateway::from_config`] wires everything from a [`Config`]. With
+//! [`Gateway::from_config_pushed`] a supervisor in another process pushes the directory
+//! ([`SnapshotWire`]) and its observations ([`ObservationsWire`]) over the admin endpoints.
 
 #![forbid(unsafe_code)]
 
@@ -19,10 +21,11 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod breaker;
@@ -34,6 +37,7 @@ pub mod hooks;
 mod invoke;
 pub mod metrics;
 pub mod upstream;
+pub mod wire;
 
 pub use audit::{AuditSink, AuditWriter, Auditor, StdoutSink, StoreSink};
 pub use auth::{Principal, Scope, TokenStore};
@@ -43,6 +47,10 @@ pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use invoke::ERROR_SOURCE;
 pub use metrics::Metrics;
+pub use wire::{
+    ColdStartWire, EntryWire, ObservationsWire, PushAnswerWire, RestartWire, SnapshotWire,
+    UsageWire,
+};
 
 /// The gateway's HTTP API.
 pub fn router(gateway: Gateway) -> Router {
@@ -57,6 +65,9 @@ pub fn router(gateway: Gateway) -> Router {
             post(invoke::invoke),
         )
         .route("/v1/hooks/{hook}", post(hooks::publish))
+        .route("/v1/admin/directory", put(admin::put_directory))
+        .route("/v1/admin/observations", post(admin::post_observations))
+        .route("/v1/admin/probe", post(admin::post_probe))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(gateway)
@@ -104,7 +115,12 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(gateway): State<Gateway>) -> Response {
     let snapshot = gateway.snapshot();
     if !snapshot.synced {
-        return Error::NotReady("the plugin directory has not loaded yet".into()).into_response();
+        let why = if gateway.pushed_directory().is_some() {
+            "no plugin directory has been pushed yet (PUT /v1/admin/directory)"
+        } else {
+            "the plugin directory has not loaded yet"
+        };
+        return Error::NotReady(why.into()).into_response();
     }
     let ready = snapshot.plugins().filter(|e| e.is_ready()).count();
     Json(json!({"status": "ready", "plugins": snapshot.len(), "readyPlugins": ready}))
@@ -242,6 +258,22 @@ impl Gateway {
         config: &Config,
         directory: Arc<dyn PluginDirectory>,
     ) -> Result<Running> {
+        Self::start(config, directory, None)
+    }
+
+    /// Like [`Gateway::from_config`], over an empty directory that a supervisor fills
+    /// through `PUT /v1/admin/directory` (`--backend pushed`); `/readyz` answers 503 until
+    /// the first push. `--plugins` and `--endpoint` are not read.
+    pub fn from_config_pushed(config: &Config) -> Result<Running> {
+        let directory = Arc::new(StaticDirectory::unsynced());
+        Self::start(config, directory.clone(), Some(directory))
+    }
+
+    fn start(
+        config: &Config,
+        directory: Arc<dyn PluginDirectory>,
+        pushed: Option<Arc<StaticDirectory>>,
+    ) -> Result<Running> {
         let mut tokens = TokenStore::new();
         if let Some(path) = &config.tokens_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -264,7 +296,10 @@ impl Gateway {
             }
         }
         let (auditor, audit_writer) = Auditor::start(sinks, metrics.clone());
-        let gateway = Gateway::new(config, directory.clone(), tokens, metrics, auditor);
+        let gateway = match pushed {
+            Some(pushed) => Gateway::new_pushed(config, pushed, tokens, metrics, auditor),
+            None => Gateway::new(config, directory.clone(), tokens, metrics, auditor),
+        };
         Ok(Running {
             gateway,
             directory,

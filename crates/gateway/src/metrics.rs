@@ -1,12 +1,16 @@
 //! The gateway's Prometheus metrics, with the names DESIGN.md fixes.
 //!
-//! Backends running in the same process feed restarts and cold starts through
-//! [`Metrics::record_restart`] and [`Metrics::observe_cold_start`].
+//! Backends running in the same process feed restarts, cold starts and resource usage
+//! through [`Metrics::record_restart`], [`Metrics::observe_cold_start`] and
+//! [`Metrics::set_usage`]; a supervisor in another process sends the same observations to
+//! `POST /v1/admin/observations`.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets (seconds) fine enough near the bottom for sub-millisecond plugins.
@@ -40,6 +44,10 @@ pub struct Metrics {
     pub risk_score: IntGaugeVec,
     /// `berth_plugin_cold_start_seconds{plugin}`.
     pub cold_start: HistogramVec,
+    /// `berth_plugin_cpu_cores{plugin}`: CPU in use, in cores, as the backend last saw it.
+    pub cpu_cores: GaugeVec,
+    /// `berth_plugin_memory_bytes{plugin}`: memory in use, as the backend last saw it.
+    pub memory_bytes: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -61,6 +69,13 @@ impl Metrics {
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let float_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -131,6 +146,16 @@ impl Metrics {
                 &["plugin"],
                 COLD_START_BUCKETS,
             ),
+            cpu_cores: float_gauge(
+                "berth_plugin_cpu_cores",
+                "CPU each plugin uses, in cores, as its backend last measured it.",
+                &["plugin"],
+            ),
+            memory_bytes: gauge(
+                "berth_plugin_memory_bytes",
+                "Memory each plugin uses, in bytes, as its backend last measured it.",
+                &["plugin"],
+            ),
             registry,
         }
     }
@@ -154,6 +179,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets what a plugin uses now: CPU in cores and memory in bytes.
+    pub fn set_usage(&self, plugin: &str, cpu_cores: f64, memory_bytes: u64) {
+        self.cpu_cores.with_label_values(&[plugin]).set(cpu_cores);
+        // Beyond i64::MAX bytes (8 EiB) the reading is nonsense anyway; saturate.
+        self.memory_bytes
+            .with_label_values(&[plugin])
+            .set(i64::try_from(memory_bytes).unwrap_or(i64::MAX));
+    }
+
     /// Counts a refused permission.
     pub fn record_denial(&self, plugin: &str, permission: &str) {
         self.permission_denials
@@ -165,6 +199,33 @@ impl Metrics {
     pub fn forget_plugin(&self, plugin: &str) {
         let _ = self.risk_score.remove_label_values(&[plugin]);
         let _ = self.inflight.remove_label_values(&[plugin]);
+        // A usage reading of a plugin that is gone would otherwise stay exported forever.
+        let _ = self.cpu_cores.remove_label_values(&[plugin]);
+        let _ = self.memory_bytes.remove_label_values(&[plugin]);
+    }
+
+    /// Drops the per-plugin series of every plugin `keep` refuses: the gateway calls it
+    /// with each new directory, so a plugin that left (even one never invoked, whose
+    /// usage a supervisor reported) stops being exported.
+    pub fn retain_plugins(&self, keep: impl Fn(&str) -> bool) {
+        use prometheus::core::Collector;
+        let families = [
+            self.risk_score.collect(),
+            self.inflight.collect(),
+            self.cpu_cores.collect(),
+            self.memory_bytes.collect(),
+        ];
+        let gone: BTreeSet<String> = families
+            .iter()
+            .flatten()
+            .flat_map(|family| family.get_metric())
+            .flat_map(|metric| metric.get_label())
+            .filter(|label| label.name() == "plugin" && !keep(label.value()))
+            .map(|label| label.value().to_owned())
+            .collect();
+        for plugin in gone {
+            self.forget_plugin(&plugin);
+        }
     }
 
     /// The Prometheus text exposition of every metric.

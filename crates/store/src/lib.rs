@@ -1,17 +1,26 @@
-//! Berth's embedded SQLite store for local mode.
+//! Berth's embedded SQLite store.
 //!
-//! Today it holds the audit log with its SHA-256 hash chain; the Docker backend adds grants
-//! and revisions through new migrations. Opening a store migrates it; the `schema_version`
-//! table records which migrations have run.
+//! It holds the audit log with its SHA-256 hash chain ([`audit`]) and, for local Docker mode
+//! (`berth dev up`), that mode's desired and observed state ([`local`]): the installed
+//! plugins with their gateway tokens, the grants, the revisions that were run, what the
+//! supervisor last observed, and a few settings. Opening a store migrates it; the
+//! `schema_version` table records which migrations have run.
+//!
+//! Several processes may use one file at once (a supervisor, CLI commands, a gateway writing
+//! audit events): the file is in WAL mode with a busy timeout, every write that takes more
+//! than one statement is one IMMEDIATE transaction, and every read sees what was committed
+//! before it. A file created by [`Store::open`] is readable by its owner only on Unix.
 
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 
 pub mod audit;
+pub mod local;
 mod sqlite;
 
 pub use audit::{AuditChain, AuditEvent, ChainBreak, ChainHead, ChainReport, verify_chain};
+pub use local::{GrantRecord, InstalledPlugin, PluginStatusRecord, RevisionRecord};
 pub use sqlite::{AuditQuery, SCHEMA_VERSION, Store};
 
 /// What can go wrong with the store.
@@ -54,6 +63,51 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The permissions of a file could not be restricted.
+    #[error("cannot restrict the permissions of {path}: {source}")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Random bytes for a token could not be read.
+    #[error("cannot read random bytes for a plugin token: {0}")]
+    Random(#[source] std::io::Error),
+    /// A time is not RFC 3339.
+    #[error("{value:?} is not an RFC 3339 time: {source}")]
+    InvalidTime {
+        /// The text.
+        value: String,
+        /// Why.
+        #[source]
+        source: jiff::Error,
+    },
+    /// A number does not fit in the store's integer columns.
+    #[error("{what} {value} is too large to store")]
+    OutOfRange {
+        /// What it counts.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// A revision number was already used for this plugin.
+    #[error("revision {revision} of plugin {plugin} was already recorded")]
+    RevisionTaken {
+        /// The plugin.
+        plugin: String,
+        /// The revision number.
+        revision: u64,
+    },
+    /// No such revision.
+    #[error("plugin {plugin} has no revision {revision}")]
+    RevisionNotFound {
+        /// The plugin.
+        plugin: String,
+        /// The revision number.
+        revision: u64,
+    },
     /// A query failed.
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -70,6 +124,12 @@ impl Error {
             Error::Io { .. } => "io",
             Error::NewerSchema { .. } => "newer_schema",
             Error::Migration { .. } => "migration",
+            Error::Permissions { .. } => "permissions",
+            Error::Random(_) => "random",
+            Error::InvalidTime { .. } => "invalid_time",
+            Error::OutOfRange { .. } => "out_of_range",
+            Error::RevisionTaken { .. } => "revision_taken",
+            Error::RevisionNotFound { .. } => "revision_not_found",
             Error::Sqlite(_) => "sqlite",
             Error::Json(_) => "json",
         }
@@ -78,3 +138,29 @@ impl Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A directory under the system's temporary directory, removed on drop.
+#[cfg(test)]
+pub(crate) struct TempDir(PathBuf);
+
+#[cfg(test)]
+impl TempDir {
+    /// A fresh, empty directory.
+    pub(crate) fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("berth-store-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        Self(dir)
+    }
+
+    /// `name` inside it.
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::audit::{AuditChain, AuditEvent, ChainHead, ChainReport, format_time, verify_chain};
 use crate::{Error, Result};
@@ -36,6 +36,64 @@ const MIGRATIONS: &[&str] = &[
         seq       INTEGER NOT NULL,
         hash      TEXT    NOT NULL
     );",
+    // 2: local mode's desired state (plugins, grants, settings) and observed state
+    // (revisions, statuses), with the counters the supervisor polls.
+    "CREATE TABLE local_plugins (
+        name          TEXT    PRIMARY KEY,
+        manifest_yaml TEXT    NOT NULL,
+        source        TEXT,
+        enabled       INTEGER NOT NULL DEFAULT 1,
+        token         TEXT    NOT NULL,
+        installed_at  TEXT    NOT NULL,
+        updated_at    TEXT    NOT NULL
+    );
+    CREATE TABLE local_grants (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        plugin           TEXT    NOT NULL,
+        permissions_json TEXT    NOT NULL,
+        risk_score       INTEGER NOT NULL,
+        granted_by       TEXT    NOT NULL,
+        reason           TEXT,
+        granted_at       TEXT    NOT NULL,
+        expires_at       TEXT,
+        revoked_at       TEXT
+    );
+    CREATE INDEX local_grants_plugin ON local_grants (plugin, id);
+    CREATE TABLE local_revisions (
+        plugin          TEXT    NOT NULL,
+        revision        INTEGER NOT NULL,
+        image           TEXT    NOT NULL,
+        manifest_sha256 TEXT    NOT NULL,
+        state           TEXT    NOT NULL,
+        reason          TEXT,
+        container_id    TEXT,
+        endpoint        TEXT,
+        created_at      TEXT    NOT NULL,
+        ready_at        TEXT,
+        PRIMARY KEY (plugin, revision)
+    );
+    CREATE TABLE local_revision_counters (
+        plugin        TEXT    PRIMARY KEY,
+        last_revision INTEGER NOT NULL
+    );
+    CREATE TABLE local_status (
+        plugin           TEXT    PRIMARY KEY,
+        phase            TEXT    NOT NULL,
+        reason           TEXT,
+        serving_revision INTEGER,
+        restarts         INTEGER NOT NULL,
+        updated_at       TEXT    NOT NULL
+    );
+    CREATE TABLE local_settings (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE local_changes (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        counter   INTEGER NOT NULL
+    );
+    INSERT INTO local_changes (singleton, counter) VALUES (1, 0);",
 ];
 
 /// The newest schema version this build knows.
@@ -63,6 +121,10 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating it and its directory if needed) and migrates the store at `path`.
+    ///
+    /// On Unix a file created here is readable and writable by its owner only (`0600`), as
+    /// are its `-wal` and `-shm` companions: local mode keeps plugin tokens in it. The
+    /// permissions of a file that already exists are left alone.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -71,14 +133,19 @@ impl Store {
                 source,
             })?;
         }
+        let created = create_private(&path)?;
         let conn = Connection::open(&path).map_err(|source| Error::Open {
             path: path.clone(),
             source,
         })?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::init(path, conn)
+        let store = Self::init(path, conn)?;
+        if created {
+            restrict_permissions(&store.path)?;
+        }
+        Ok(store)
     }
 
     /// An in-memory store, for tests.
@@ -88,7 +155,7 @@ impl Store {
     }
 
     fn init(path: PathBuf, mut conn: Connection) -> Result<Self> {
-        migrate(&mut conn)?;
+        migrate(&mut conn, SCHEMA_VERSION)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -105,10 +172,21 @@ impl Store {
         current_version(&self.lock())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back on drop), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction and commits it when `f` succeeds. SQLite's write
+    /// lock is taken up front (waiting up to the busy timeout for other processes), so what
+    /// `f` reads cannot change before it writes.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     /// Seals `events` onto the chain, in order, in one transaction, and returns them sealed.
@@ -248,7 +326,62 @@ fn current_version(conn: &Connection) -> Result<u32> {
     Ok(version.unwrap_or(0))
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Creates `path` empty with mode `0600` unless it exists; true when it was created.
+/// SQLite takes an empty file for a new database and gives its `-wal` and `-shm` files the
+/// database file's permissions.
+#[cfg(unix)]
+fn create_private(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) -> Result<bool> {
+    Ok(false)
+}
+
+/// Sets mode `0600` on the database file and on its `-wal` and `-shm` files when they exist.
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for file in files {
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Permissions { path: file, source }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Applies the migrations up to schema version `target` (at most [`SCHEMA_VERSION`]).
+fn migrate(conn: &mut Connection, target: u32) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
             version    INTEGER PRIMARY KEY,
@@ -263,7 +396,12 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             known: SCHEMA_VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(current as usize)
+    {
         let version = i as u32 + 1;
         tx.execute_batch(sql)
             .map_err(|source| Error::Migration { version, source })?;
@@ -299,6 +437,98 @@ mod tests {
     fn new_store_is_at_the_latest_schema_version() {
         let store = Store::open_in_memory().unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_store_at_the_previous_version_migrates_and_keeps_its_audit_log() {
+        let dir = crate::TempDir::new();
+        let path = dir.join("berth.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate(&mut conn, SCHEMA_VERSION - 1).unwrap();
+            let old = Store {
+                path: path.clone(),
+                conn: Mutex::new(conn),
+            };
+            assert_eq!(old.schema_version().unwrap(), SCHEMA_VERSION - 1);
+            let events = (0..3)
+                .map(|i| AuditEvent::new("a", types::LIFECYCLE, "success").details(json!({"i": i})))
+                .collect();
+            old.append_audit(events).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let report = store.verify_audit().unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, 3);
+        let sealed = store
+            .append_audit(vec![AuditEvent::new("a", types::LIFECYCLE, "success")])
+            .unwrap();
+        assert_eq!(sealed[0].seq, 4);
+        let versions: Vec<u32> = store
+            .with_connection(|c| {
+                c.prepare("SELECT version FROM schema_version ORDER BY version")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+        // The new tables are there and seeded.
+        assert_eq!(store.change_counter().unwrap(), 0);
+        assert!(store.plugins().unwrap().is_empty());
+        store.upsert_plugin("calc", "kind: Plugin\n", None).unwrap();
+        assert_eq!(store.change_counter().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_newer_file_is_refused() {
+        let dir = crate::TempDir::new();
+        let path = dir.join("berth.db");
+        Store::open(&path)
+            .unwrap()
+            .with_connection(|c| {
+                c.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?1, 'now')",
+                    [SCHEMA_VERSION + 1],
+                )
+            })
+            .unwrap();
+        match Store::open(&path) {
+            Err(Error::NewerSchema { found, known }) => {
+                assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_file_is_private_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = crate::TempDir::new();
+        let path = dir.join("nested/berth.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .append_audit(vec![AuditEvent::new("a", types::LIFECYCLE, "success")])
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        for suffix in ["-wal", "-shm"] {
+            let companion = dir.join(&format!("nested/berth.db{suffix}"));
+            assert!(companion.exists(), "{}", companion.display());
+            assert_eq!(mode(&companion), 0o600, "{}", companion.display());
+        }
+        drop(store);
+        // Reopening works and does not change anything.
+        Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+
+        let shared = dir.join("shared.db");
+        drop(Connection::open(&shared).unwrap());
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let store = Store::open(&shared).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(mode(&shared), 0o640);
     }
 
     #[test]

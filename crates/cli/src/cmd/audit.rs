@@ -30,9 +30,11 @@ pub enum AuditCommand {
 /// Options of `berth audit` (listing).
 #[derive(clap::Args, Debug)]
 pub struct QueryArgs {
-    /// The store file.
-    #[arg(long, env = "BERTH_STORE", default_value = ".berth/berth.db")]
-    pub store: PathBuf,
+    /// The store file; default: the store of local mode's state directory.
+    #[arg(long, env = "BERTH_STORE")]
+    pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: super::local::StateArgs,
     /// Only this plugin's records.
     #[arg(long)]
     pub plugin: Option<String>,
@@ -53,9 +55,11 @@ pub struct QueryArgs {
 /// Options of `berth audit verify`.
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    /// The store file.
-    #[arg(long, env = "BERTH_STORE", default_value = ".berth/berth.db")]
-    pub store: PathBuf,
+    /// The store file; default: the store of local mode's state directory.
+    #[arg(long, env = "BERTH_STORE")]
+    pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: super::local::StateArgs,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -78,7 +82,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open(path: &Path) -> anyhow::Result<Store> {
+fn open(path: Option<&Path>, state: &super::local::StateArgs) -> anyhow::Result<Store> {
+    let default;
+    let path = match path {
+        Some(p) => p,
+        None => {
+            default = state.dir()?.join("berth.db");
+            &default
+        }
+    };
     if !path.exists() {
         bail!(
             "no store at {} (set --store or BERTH_STORE to the file the gateway writes)",
@@ -106,7 +118,7 @@ fn parse_since(text: &str) -> anyhow::Result<Timestamp> {
 
 fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
-    let store = open(&args.store)?;
+    let store = open(args.store.as_deref(), &args.state)?;
     let events = store.query_audit(&AuditQuery {
         plugin: args.plugin,
         type_: args.type_,
@@ -148,7 +160,7 @@ fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.store)?;
+    let store = open(args.store.as_deref(), &args.state)?;
     let report = store.verify_audit()?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),

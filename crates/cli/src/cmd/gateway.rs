@@ -15,7 +15,8 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<GatewayCommand>,
     /// Where plugins come from: `static` (manifests and endpoints given with --plugins and
-    /// --endpoint) or `kubernetes` (watch Plugins, PluginGrants and EndpointSlices).
+    /// --endpoint), `kubernetes` (watch Plugins, PluginGrants and EndpointSlices) or
+    /// `pushed` (the local supervisor pushes the directory to PUT /v1/admin/directory).
     #[arg(long, env = "BERTH_BACKEND", value_enum, default_value_t = Backend::Static)]
     pub backend: Backend,
     /// Namespace to watch with `--backend kubernetes`.
@@ -37,6 +38,9 @@ pub enum Backend {
     Static,
     /// Plugins in a Kubernetes namespace.
     Kubernetes,
+    /// Directory pushed by the local supervisor through PUT /v1/admin/directory; /readyz
+    /// answers 503 until the first push.
+    Pushed,
 }
 
 /// `berth gateway` helpers.
@@ -86,7 +90,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     berth_operator::directory::KubernetesDirectory::start(client, &namespace, tier);
                 Gateway::from_config_with(&config, directory)?
             }
+            Backend::Pushed => {
+                if !config.plugins.is_empty() || !config.endpoints.is_empty() {
+                    tracing::warn!(
+                        "--plugins and --endpoint are ignored with --backend pushed: the supervisor pushes the directory"
+                    );
+                }
+                Gateway::from_config_pushed(&config)?
+            }
         };
+        if backend == Backend::Pushed && !running.gateway.has_admin_token() {
+            tracing::warn!(
+                "no token has the admin scope: nothing can push the plugin directory, and /readyz stays 503"
+            );
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -3,7 +3,9 @@
 pub mod audit;
 pub mod build;
 pub mod crd;
+pub mod dev;
 pub mod gateway;
+pub mod local;
 pub mod new;
 pub mod operator;
 pub mod plugin;

@@ -5,4 +5,5 @@ mod hooks;
 mod invoke;
 mod lifecycle;
 mod metrics;
+mod pushed;
 mod support;

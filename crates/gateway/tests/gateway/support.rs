@@ -119,20 +119,38 @@ impl Harness {
     }
 
     pub async fn with_config(entries: Vec<PluginEntry>, config: Config) -> Self {
-        let directory = Arc::new(StaticDirectory::new(entries));
+        Self::build(Arc::new(StaticDirectory::new(entries)), false, config).await
+    }
+
+    /// A gateway of `--backend pushed`: empty and not ready until the first push.
+    pub async fn pushed() -> Self {
+        Self::build(Arc::new(StaticDirectory::unsynced()), true, test_config()).await
+    }
+
+    async fn build(directory: Arc<StaticDirectory>, pushed: bool, config: Config) -> Self {
         let store = Arc::new(Store::open_in_memory().unwrap());
         let metrics = Metrics::new();
         let (auditor, writer) = Auditor::start(
             vec![Arc::new(StoreSink::new(store.clone()))],
             metrics.clone(),
         );
-        let gateway = Gateway::new(
-            &config,
-            directory.clone(),
-            tokens(),
-            metrics.clone(),
-            auditor,
-        );
+        let gateway = if pushed {
+            Gateway::new_pushed(
+                &config,
+                directory.clone(),
+                tokens(),
+                metrics.clone(),
+                auditor,
+            )
+        } else {
+            Gateway::new(
+                &config,
+                directory.clone(),
+                tokens(),
+                metrics.clone(),
+                auditor,
+            )
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
@@ -214,6 +232,18 @@ impl Harness {
         .await
     }
 
+    /// `PUT /v1/admin/directory` with `snapshot` as the body.
+    pub async fn push(&self, token: Option<&str>, snapshot: &Value) -> Reply {
+        self.send(
+            Method::PUT,
+            "/v1/admin/directory",
+            token,
+            &[("content-type", "application/json")],
+            serde_json::to_vec(snapshot).unwrap(),
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         self.send(Method::GET, path, token, &[], Bytes::new()).await
     }
@@ -254,6 +284,42 @@ impl Harness {
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_value(&self.metrics.render(), name, labels)
     }
+}
+
+/// Lints a metrics exposition with `promtool check metrics`; skipped (outside CI only)
+/// when promtool is not installed.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI (Debian package `prometheus`)"
+        );
+        eprintln!("promtool not installed; skipping outside CI");
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool failed:\n{report}\n{text}");
+    assert_eq!(report.trim(), "", "promtool complained:\n{report}");
 }
 
 /// The sum of the samples of `name` that have all of `labels`.

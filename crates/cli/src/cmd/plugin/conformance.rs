@@ -1,18 +1,19 @@
 //! The conformance checks of `berth plugin test`, in the order of `docs/protocol.md`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use berth_api::load::load_single_plugin;
 use berth_api::{Capability, HookMode, Plugin};
+use berth_docker::readiness::{Describe, describe_differences};
 use berth_docker::{
     ContainerOptions, DockerClient, Error as DockerError, MANAGED_BY_LABEL, MANIFEST_LABEL,
     plugin_container,
 };
 use berth_plugin_sdk::protocol::{
-    Describe, ErrorBody, HEADER_CALLER, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction,
+    ErrorBody, HEADER_CALLER, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction,
 };
 use serde_json::{Value, json};
 
@@ -127,6 +128,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                 network: network.clone(),
                 env: Vec::new(),
                 labels: labels.clone(),
+                filesystem: HashMap::new(),
                 scratch_filesystem: true,
             },
         )?;
@@ -435,73 +437,6 @@ async fn check_describe(probe: &Probe, plugin: &Plugin) -> Result<String, String
     }
 }
 
-/// Where `/v1/describe` and the manifest disagree, one phrase each.
-fn describe_differences(describe: &Describe, plugin: &Plugin) -> Vec<String> {
-    let mut out = Vec::new();
-    if describe.name != plugin.name() {
-        out.push(format!(
-            "name is {:?}, the manifest says {:?}",
-            describe.name,
-            plugin.name()
-        ));
-    }
-    if describe.version != plugin.spec.version {
-        out.push(format!(
-            "version is {:?}, the manifest says {:?}",
-            describe.version, plugin.spec.version
-        ));
-    }
-    let served: BTreeSet<&str> = describe
-        .capabilities
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    let declared: BTreeSet<&str> = plugin
-        .spec
-        .capabilities
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    let missing: Vec<&&str> = declared.difference(&served).collect();
-    let extra: Vec<&&str> = served.difference(&declared).collect();
-    if !missing.is_empty() {
-        out.push(format!(
-            "capabilities in the manifest but not served: {missing:?}"
-        ));
-    }
-    if !extra.is_empty() {
-        out.push(format!(
-            "capabilities served but not in the manifest: {extra:?}"
-        ));
-    }
-    let served: BTreeSet<(&str, &str)> = describe
-        .hooks
-        .iter()
-        .map(|h| (h.name.as_str(), h.mode.as_str()))
-        .collect();
-    let declared: BTreeSet<(&str, &str)> = plugin
-        .spec
-        .hooks
-        .iter()
-        .map(|h| (h.name.as_str(), h.mode.as_str()))
-        .collect();
-    let missing: Vec<String> = declared
-        .difference(&served)
-        .map(|(n, m)| format!("{n} ({m})"))
-        .collect();
-    let extra: Vec<String> = served
-        .difference(&declared)
-        .map(|(n, m)| format!("{n} ({m})"))
-        .collect();
-    if !missing.is_empty() {
-        out.push(format!("hooks in the manifest but not served: {missing:?}"));
-    }
-    if !extra.is_empty() {
-        out.push(format!("hooks served but not in the manifest: {extra:?}"));
-    }
-    out
-}
-
 fn schema_errors(schema: &Value, instance: &Value) -> Result<Vec<String>, String> {
     let validator = jsonschema::validator_for(schema)
         .map_err(|e| format!("the schema does not compile: {e}"))?;
@@ -719,58 +654,6 @@ async fn check_sigterm(docker: &DockerClient, id: &str, grace: Duration) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_plugin_sdk::protocol::{DescribedCapability, DescribedHook};
-
-    fn plugin() -> Plugin {
-        let yaml = r#"
-apiVersion: berth.dev/v1alpha1
-kind: Plugin
-metadata: {name: demo}
-spec:
-  image: berth/demo:0.1.0
-  version: 0.1.0
-  capabilities: [{name: a}, {name: b}]
-  hooks: [{name: before_command, mode: filter}]
-"#;
-        manifest_from_label("img", yaml).unwrap()
-    }
-
-    fn describe() -> Describe {
-        Describe {
-            name: "demo".into(),
-            version: "0.1.0".into(),
-            capabilities: vec![
-                DescribedCapability { name: "b".into() },
-                DescribedCapability { name: "a".into() },
-            ],
-            hooks: vec![DescribedHook {
-                name: "before_command".into(),
-                mode: berth_plugin_sdk::HookMode::Filter,
-            }],
-        }
-    }
-
-    #[test]
-    fn describe_that_matches_in_any_order_has_no_differences() {
-        assert!(describe_differences(&describe(), &plugin()).is_empty());
-    }
-
-    #[test]
-    fn describe_differences_name_each_mismatch() {
-        let mut d = describe();
-        d.version = "0.2.0".into();
-        d.capabilities.pop();
-        d.capabilities
-            .push(DescribedCapability { name: "c".into() });
-        d.hooks[0].mode = berth_plugin_sdk::HookMode::Observe;
-        let diffs = describe_differences(&d, &plugin());
-        assert_eq!(diffs.len(), 5, "{diffs:#?}");
-        assert!(diffs[0].contains("version is \"0.2.0\""));
-        assert!(diffs[1].contains("not served: [\"a\"]"));
-        assert!(diffs[2].contains("not in the manifest: [\"c\"]"));
-        assert!(diffs[3].contains("before_command (filter)"));
-        assert!(diffs[4].contains("before_command (observe)"));
-    }
 
     #[test]
     fn json_numbers_compare_by_value() {

@@ -1,7 +1,7 @@
 //! May a plugin run with what it asks for? Risk tier, auto-approval and grant coverage.
 
-use berth_api::risk::{PermissionItem, coverage};
-use berth_api::{
+use crate::risk::{PermissionItem, coverage};
+use crate::{
     HookSubscription, Permissions, PluginGrant, RiskAssessment, RiskTier, assess, validate_grant,
 };
 use jiff::Timestamp;
@@ -113,7 +113,7 @@ pub fn describe_missing(missing: &[PermissionItem]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use berth_api::{EgressRule, PluginGrantSpec};
+    use crate::{EgressRule, PluginGrantSpec};
 
     use super::*;
 

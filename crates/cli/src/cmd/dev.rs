@@ -1,0 +1,560 @@
+//! `berth dev up [PATH...]`: run plugins as hardened Docker containers behind the gateway,
+//! and keep them running; `berth dev down`: remove everything `dev up` created.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, anyhow, bail};
+use berth_api::{Manifest, Plugin, RiskTier};
+use berth_docker::supervisor::{
+    GATEWAY_URL_SETTING, Notice, STOP_SETTING, Supervisor, SupervisorConfig,
+};
+use berth_docker::{DockerClient, Instance};
+use berth_store::Store;
+use berth_store::audit::types;
+use serde_json::json;
+
+use super::local::{StateArgs, admin_token, lock_file, record_install, supervisor_running};
+
+/// Options of `berth dev`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// `up` or `down`.
+    #[command(subcommand)]
+    pub command: DevCommand,
+}
+
+/// `berth dev` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum DevCommand {
+    /// Install the plugins in PATH (files or folders) and run them behind the gateway until
+    /// Ctrl-C; plugins keep running after it and the next `dev up` adopts them.
+    Up(UpArgs),
+    /// Stop and remove every container, network and volume `dev up` created for this state
+    /// directory (the store with grants and audit stays).
+    Down(DownArgs),
+}
+
+/// Options of `berth dev up`.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Plugin manifests (files or folders); without any, the plugins already installed.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Port of the gateway on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "BERTH_DEV_PORT", default_value_t = 7070)]
+    pub port: u16,
+    /// Rebuild and reload a plugin when its folder under plugin-images/ changes.
+    #[arg(long)]
+    pub watch: bool,
+    /// Highest risk tier that runs without `berth grant`.
+    #[arg(long, env = "BERTH_AUTO_APPROVE_TIER", default_value = "low")]
+    pub auto_approve: RiskTier,
+    /// Secrets for `permissions.secrets`: `NAME=value` (or `NAME.KEY=value`) lines.
+    #[arg(long, env = "BERTH_SECRETS_FILE", value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+    /// A host folder for a filesystem permission: PLUGIN:MOUNT=DIR (others get a volume).
+    #[arg(long = "mount", value_name = "PLUGIN:MOUNT=DIR", value_parser = parse_mount)]
+    pub mounts: Vec<((String, String), PathBuf)>,
+    /// The `berth` image the gateway runs (built from this workspace when missing).
+    #[arg(long, env = "BERTH_GATEWAY_IMAGE", default_value = concat!("berth/berth:", env!("CARGO_PKG_VERSION")))]
+    pub gateway_image: String,
+    /// Do not build missing images; fail instead.
+    #[arg(long)]
+    pub no_build: bool,
+    /// How long a new revision may take to become ready.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub ready_timeout: Duration,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Options of `berth dev down`.
+#[derive(clap::Args, Debug)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    berth_api::quantity::parse_duration(s).map_err(|e| format!("{} ({})", e.message, e.hint))
+}
+
+fn parse_mount(s: &str) -> Result<((String, String), PathBuf), String> {
+    let (target, dir) = s
+        .split_once('=')
+        .ok_or("expected PLUGIN:MOUNT=DIR, e.g. file-ops:workspace=./work")?;
+    let (plugin, mount) = target
+        .split_once(':')
+        .ok_or("expected PLUGIN:MOUNT=DIR, e.g. file-ops:workspace=./work")?;
+    let dir = PathBuf::from(dir);
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !dir.is_dir() {
+        return Err(format!("{} is not a folder", dir.display()));
+    }
+    Ok(((plugin.to_owned(), mount.to_owned()), dir))
+}
+
+/// Runs `berth dev up` or `berth dev down`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        DevCommand::Up(up) => self::up(up),
+        DevCommand::Down(down) => self::down(down),
+    }
+}
+
+/// A manifest read from PATH, with the file it came from.
+struct Found {
+    file: PathBuf,
+    yaml: String,
+    plugin: Plugin,
+}
+
+fn yaml_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if std::fs::metadata(path)?.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let p = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(p);
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads every Plugin in `paths`; prints problems and returns None when any is an error.
+fn read_paths(paths: &[PathBuf]) -> anyhow::Result<Option<Vec<Found>>> {
+    let mut found = Vec::new();
+    let mut failed = false;
+    for path in paths {
+        let files = yaml_files(path).with_context(|| format!("cannot read {}", path.display()))?;
+        for file in files {
+            let shown = file.display().to_string();
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {shown}"))?;
+            if bytes.len() > berth_api::load::MAX_MANIFEST_BYTES {
+                eprintln!(
+                    "error: {}",
+                    berth_api::load::too_large(&shown, bytes.len() as u64)
+                );
+                failed = true;
+                continue;
+            }
+            let loaded = berth_api::load_manifests(&shown, &bytes);
+            for p in &loaded.problems {
+                eprintln!("{}: {p}", if p.is_error() { "error" } else { "warning" });
+            }
+            if loaded.has_errors() {
+                failed = true;
+                continue;
+            }
+            let several = loaded.documents.len() > 1;
+            for doc in loaded.documents {
+                match doc.manifest {
+                    Manifest::Plugin(plugin) => {
+                        // One Plugin per file keeps `berth status` able to name its source.
+                        let yaml = if several {
+                            serde_yaml::to_string(&plugin)?
+                        } else {
+                            String::from_utf8_lossy(&bytes).into_owned()
+                        };
+                        found.push(Found {
+                            file: file.clone(),
+                            yaml,
+                            plugin: *plugin,
+                        });
+                    }
+                    Manifest::Grant(g) => println!(
+                        "{shown}: PluginGrant for {} not applied — local grants are given with `berth grant {}` (who, why and when are recorded)",
+                        g.spec.plugin, g.spec.plugin
+                    ),
+                }
+            }
+        }
+    }
+    Ok((!failed).then_some(found))
+}
+
+/// The folder to build `plugin`'s image from: `plugin-images/<name>/` next to the manifest's
+/// folder or under the current one.
+fn build_dir(plugin: &Plugin, manifest: &Path) -> Option<PathBuf> {
+    let name = plugin.name();
+    let mut candidates = Vec::new();
+    if let Some(dir) = manifest.parent() {
+        candidates.push(dir.join(format!("../plugin-images/{name}")));
+        candidates.push(dir.join(format!("plugin-images/{name}")));
+        candidates.push(dir.to_path_buf());
+    }
+    candidates.push(PathBuf::from(format!("plugin-images/{name}")));
+    candidates.into_iter().find(|d| {
+        d.join("berth.yaml").is_file()
+            && d.join("Dockerfile").is_file()
+            && std::fs::read(d.join("berth.yaml"))
+                .ok()
+                .and_then(|b| berth_api::load::load_single_plugin("berth.yaml", &b).ok())
+                .is_some_and(|p| p.name() == name)
+    })
+}
+
+fn workspace_root() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.join("crates/cli/build-image.sh")
+        .is_file()
+        .then(|| root.canonicalize().unwrap_or(root))
+}
+
+/// `berth dev up`.
+pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.state.dir()?;
+    let lock = lock_file(&dir)?;
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "error: a `berth dev up` is already running for {}; add plugins with `berth install FILE`, stop it with `berth dev down`",
+            dir.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let Some(found) = read_paths(&args.paths)? else {
+        eprintln!("nothing was started: fix the problems above");
+        return Ok(ExitCode::from(1));
+    };
+    let (_, store) = args.state.open()?;
+    // Dependencies over what will be installed: a cycle or unsatisfiable range stops here.
+    let mut all: BTreeMap<String, (Plugin, String)> = BTreeMap::new();
+    for inst in store.plugins()? {
+        if let Ok(p) = berth_docker::supervisor::plan::parse_installed(&inst) {
+            all.insert(
+                inst.name.clone(),
+                (p, inst.source.unwrap_or(inst.name.clone())),
+            );
+        }
+    }
+    for f in &found {
+        all.insert(
+            f.plugin.name().to_owned(),
+            (f.plugin.clone(), f.file.display().to_string()),
+        );
+    }
+    let refs: Vec<&Plugin> = all.values().map(|(p, _)| p).collect();
+    if let Err(problems) = berth_api::deps::resolve_order(&refs, berth_api::deps::Missing::Error) {
+        for mut p in problems {
+            let name = p
+                .object
+                .as_deref()
+                .and_then(|o| o.strip_prefix("Plugin/"))
+                .unwrap_or_default()
+                .to_owned();
+            if let Some((_, file)) = all.get(&name) {
+                p.file = Some(file.clone());
+            }
+            eprintln!("error: {p}");
+        }
+        eprintln!("nothing was started: fix the dependencies above");
+        return Ok(ExitCode::from(1));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let docker = match runtime.block_on(DockerClient::connect()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // Images: build the missing ones from plugin-images/ (cargo and the engine, with progress).
+    let mut missing_any = false;
+    for f in &found {
+        if runtime
+            .block_on(docker.inspect_image(&f.plugin.spec.image))
+            .is_ok()
+        {
+            continue;
+        }
+        match (args.no_build, build_dir(&f.plugin, &f.file)) {
+            (false, Some(build)) => {
+                println!("building {} from {}", f.plugin.spec.image, build.display());
+                let code = build_plugin(&build)?;
+                if code != ExitCode::SUCCESS {
+                    eprintln!("error: building {} failed", f.plugin.spec.image);
+                    missing_any = true;
+                }
+            }
+            _ => {
+                eprintln!(
+                    "error: {}: image {} is not available and no plugin-images/{}/ folder was found to build it (build it with `berth build DIR` or load it)",
+                    f.file.display(),
+                    f.plugin.spec.image,
+                    f.plugin.name()
+                );
+                missing_any = true;
+            }
+        }
+    }
+    if missing_any {
+        eprintln!("nothing was started: images are missing");
+        return Ok(ExitCode::from(1));
+    }
+    if runtime
+        .block_on(docker.inspect_image(&args.gateway_image))
+        .is_err()
+    {
+        match (args.no_build, workspace_root()) {
+            (false, Some(root)) => {
+                println!(
+                    "building the gateway image {} (crates/cli/build-image.sh)",
+                    args.gateway_image
+                );
+                let (repo, _) = args
+                    .gateway_image
+                    .rsplit_once(':')
+                    .unwrap_or((&args.gateway_image, ""));
+                let status = Command::new(root.join("crates/cli/build-image.sh"))
+                    .env("BERTH_IMAGE", repo)
+                    .status()
+                    .context("cannot run crates/cli/build-image.sh")?;
+                if !status.success() {
+                    eprintln!("error: building the gateway image failed");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            _ => {
+                eprintln!(
+                    "error: the gateway image {} is not available; build it with crates/cli/build-image.sh or pass --gateway-image",
+                    args.gateway_image
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    for f in &found {
+        let source = f
+            .file
+            .canonicalize()
+            .unwrap_or(f.file.clone())
+            .display()
+            .to_string();
+        if record_install(&store, &f.plugin, &f.yaml, &source)? {
+            println!("installed {} {}", f.plugin.name(), f.plugin.spec.version);
+        }
+    }
+    let token = admin_token(&dir, true)?;
+    let mut config = SupervisorConfig::new(dir.clone(), args.gateway_image.clone(), token);
+    config.gateway_port = args.port;
+    config.auto_approve = args.auto_approve;
+    config.secrets_file = args.secrets.clone();
+    config.mounts = args.mounts.iter().cloned().collect::<HashMap<_, _>>();
+    config.ready_timeout = args.ready_timeout;
+    let store = Arc::new(store);
+    let watch = args.watch;
+    let code = runtime.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Notice>();
+        let printer = tokio::spawn(async move {
+            while let Some(n) = rx.recv().await {
+                match n.plugin {
+                    Some(p) => println!("{p}: {}", n.message),
+                    None => println!("berth: {}", n.message),
+                }
+            }
+        });
+        let supervisor = match Supervisor::start(docker.clone(), store.clone(), config, tx).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let url = supervisor.gateway_url().to_owned();
+        println!(
+            "gateway:  {url}  (admin token: {})",
+            dir.join("admin.token").display()
+        );
+        println!("metrics:  {url}/metrics");
+        println!("state:    {}", dir.display());
+        println!("Ctrl-C stops supervising; plugins keep running until `berth dev down`");
+        if watch {
+            tokio::spawn(watch_sources(store.clone()));
+        }
+        supervisor.run(berth_plugin_sdk::shutdown_signal()).await;
+        printer.abort();
+        ExitCode::SUCCESS
+    });
+    drop(lock);
+    Ok(code)
+}
+
+fn build_plugin(dir: &Path) -> anyhow::Result<ExitCode> {
+    super::build::run(super::build::Args {
+        dir: dir.to_path_buf(),
+        all: false,
+        verbose: false,
+        rebuild: false,
+    })
+}
+
+/// The newest modification time of any file under `dir` (skipping `target/`).
+fn newest_change(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                if e.file_name() != "target" {
+                    stack.push(e.path());
+                }
+            } else if let Ok(m) = meta.modified() {
+                newest = newest.max(Some(m));
+            }
+        }
+    }
+    newest
+}
+
+/// `--watch`: polls each installed plugin's build folder; when it changed and then stayed
+/// quiet for a moment (debounce), rebuilds the image and tells the supervisor.
+async fn watch_sources(store: Arc<Store>) {
+    const QUIET: Duration = Duration::from_millis(400);
+    let mut seen: HashMap<PathBuf, SystemTime> = HashMap::new();
+    let mut pending: HashMap<PathBuf, (Instant, String)> = HashMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(installed) = store.plugins() else {
+            continue;
+        };
+        for inst in installed {
+            let Ok(plugin) = berth_docker::supervisor::plan::parse_installed(&inst) else {
+                continue;
+            };
+            let source = PathBuf::from(inst.source.clone().unwrap_or_default());
+            let Some(dir) = build_dir(&plugin, &source) else {
+                continue;
+            };
+            let Some(changed) = newest_change(&dir) else {
+                continue;
+            };
+            match seen.insert(dir.clone(), changed) {
+                Some(before) if before != changed => {
+                    pending.insert(dir, (Instant::now(), inst.name.clone()));
+                }
+                _ => {}
+            }
+        }
+        let ready: Vec<(PathBuf, String)> = pending
+            .iter()
+            .filter(|(_, (t, _))| t.elapsed() >= QUIET)
+            .map(|(d, (_, n))| (d.clone(), n.clone()))
+            .collect();
+        for (dir, name) in ready {
+            pending.remove(&dir);
+            println!("{name}: {} changed; rebuilding", dir.display());
+            let build = dir.clone();
+            let built = tokio::task::spawn_blocking(move || build_plugin(&build)).await;
+            match built {
+                Ok(Ok(code)) if code == ExitCode::SUCCESS => reinstall(&store, &name),
+                _ => println!("{name}: rebuild failed; the running revision keeps serving"),
+            }
+        }
+    }
+}
+
+/// After a rebuild: records the manifest file again if it changed, otherwise the same
+/// manifest; either way the supervisor sees a change and compares image ids.
+fn reinstall(store: &Store, name: &str) {
+    let Ok(Some(inst)) = store.plugin(name) else {
+        return;
+    };
+    let fresh = inst.source.as_deref().and_then(|file| {
+        let bytes = std::fs::read(file).ok()?;
+        let plugin = berth_api::load::load_single_plugin(file, &bytes).ok()?;
+        Some((String::from_utf8_lossy(&bytes).into_owned(), plugin, file))
+    });
+    match fresh {
+        Some((yaml, plugin, file)) if plugin.name() == name && yaml != inst.manifest_yaml => {
+            if let Err(e) = record_install(store, &plugin, &yaml, file) {
+                println!("{name}: cannot record the changed manifest: {e:#}");
+            }
+        }
+        _ => {
+            let _ = store.upsert_plugin(name, &inst.manifest_yaml, inst.source.as_deref());
+        }
+    }
+}
+
+/// `berth dev down`.
+pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
+    let (dir, store) = args.state.open()?;
+    if supervisor_running(&dir) {
+        store.set_setting(STOP_SETTING, "1")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while supervisor_running(&dir) {
+            if Instant::now() >= deadline {
+                bail!("the running `berth dev up` did not stop within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let instance = Instance::for_state_dir(&dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let removed = runtime.block_on(async {
+        let docker = DockerClient::connect().await?;
+        docker
+            .remove_instance(&instance)
+            .await
+            .map_err(|e| anyhow!(e))
+    });
+    let removed = match removed {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    store.delete_setting(GATEWAY_URL_SETTING)?;
+    store.delete_setting(STOP_SETTING)?;
+    for s in store.statuses()? {
+        store.set_status(&berth_store::PluginStatusRecord {
+            phase: "Stopped".into(),
+            reason: Some("`berth dev down`".into()),
+            serving_revision: None,
+            updated_at: berth_store::audit::format_time(jiff::Timestamp::now()),
+            ..s
+        })?;
+    }
+    store.append_audit(vec![
+        berth_store::AuditEvent::new(super::local::actor(), types::LIFECYCLE, "success").details(
+            json!({
+                "action": "dev-down",
+                "containers": removed.containers,
+                "networks": removed.networks,
+                "volumes": removed.volumes,
+            }),
+        ),
+    ])?;
+    println!(
+        "removed {} container(s), {} network(s), {} volume(s) of {}",
+        removed.containers,
+        removed.networks,
+        removed.volumes,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

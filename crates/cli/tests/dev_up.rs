@@ -1,0 +1,844 @@
+//! `berth dev up` end to end against the real Docker Engine: the example plugins behind the
+//! gateway container, lifecycle commands, grants, revisions, hot reload, rollback, adoption
+//! after the supervisor is killed, and `dev down` leaving nothing behind.
+//!
+//! Tests that need Docker fail when `CI` is set and the engine is unreachable; without `CI`
+//! they print why they skip. Each test has its own state directory, so its own containers,
+//! networks and gateway port.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
+fn docker_ok() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// True when Docker answers; under `CI` an unreachable engine fails the test.
+fn docker_or_skip(test: &str) -> bool {
+    if docker_ok() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: CI is set and the Docker Engine is unreachable");
+    }
+    eprintln!("skipping {test}: the Docker Engine is unreachable; set CI=1 to make this a failure");
+    false
+}
+
+/// Builds the example images and the gateway image once per run of this file.
+fn images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new(BERTH)
+            .args(["build", "--all", "plugin-images/"])
+            .current_dir(repo())
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "berth build --all: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(BERTH)
+            .args(["build", "test-images/probe"])
+            .current_dir(repo())
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "berth build test-images/probe: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(repo().join("crates/cli/build-image.sh"))
+            .current_dir(repo())
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build-image.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// One `berth dev up` with its own state directory; `dev down` and a leftover check on drop.
+struct Dev {
+    state: tempfile::TempDir,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Dev {
+    fn new() -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let log = state.path().join("dev-up.log");
+        Self {
+            state,
+            child: None,
+            log,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        Command::new(BERTH)
+            .args(args)
+            .env("BERTH_STATE_DIR", self.dir())
+            .current_dir(repo())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {}: exit {:?}\nstdout: {}\nstderr: {}\n--- dev up log ---\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts `berth dev up ARGS --port 0` and waits until every plugin has left the
+    /// starting phases.
+    fn up(&mut self, args: &[&str]) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(BERTH)
+            .arg("dev")
+            .arg("up")
+            .args(args)
+            .args(["--port", "0", "--no-build"])
+            .env("BERTH_STATE_DIR", self.dir())
+            .env("CARGO_TARGET_DIR", target_dir())
+            .current_dir(repo())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_settled(Duration::from_secs(120));
+    }
+
+    /// Waits until the plugin has no running container (stops drain first).
+    fn wait_gone(&self, plugin: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.plugin_containers(plugin).is_empty() {
+            assert!(Instant::now() < deadline, "{plugin} still has a container");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_settled(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait().unwrap()
+            {
+                panic!("berth dev up exited ({status}):\n{}", self.log_text());
+            }
+            let list = self.list();
+            let settled = !list.is_empty()
+                && list.iter().all(|p| {
+                    !matches!(
+                        p["phase"].as_str(),
+                        Some("Installed" | "Pending" | "Deploying" | "Stopped")
+                    )
+                });
+            // The supervisor prints where the gateway is once it has started and adopted.
+            if settled && self.gateway_url().is_some() && self.log_text().contains("gateway:") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugins did not settle: {list:?}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn list(&self) -> Vec<Value> {
+        let out = self.berth(&["list", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn phase(&self, name: &str) -> String {
+        self.list()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["phase"].as_str().map(String::from))
+            .unwrap_or_default()
+    }
+
+    fn status(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["status", name, "--json"])).unwrap()
+    }
+
+    fn gateway_url(&self) -> Option<String> {
+        let store = berth_store::Store::open(self.dir().join("berth.db")).ok()?;
+        store
+            .setting(berth_docker::supervisor::GATEWAY_URL_SETTING)
+            .ok()
+            .flatten()
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn instance(&self) -> String {
+        berth_docker::Instance::for_state_dir(self.dir())
+            .id()
+            .to_owned()
+    }
+
+    /// Names of Docker objects of this instance: containers, networks, volumes.
+    fn leftovers(&self) -> Vec<String> {
+        let label = format!("label=berth.dev/instance={}", self.instance());
+        let mut out = Vec::new();
+        for args in [
+            vec!["ps", "-a", "--filter", &label, "--format", "{{.Names}}"],
+            vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
+            vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"],
+        ] {
+            let o = Command::new("docker").args(&args).output().unwrap();
+            out.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            );
+        }
+        out
+    }
+
+    fn plugin_containers(&self, plugin: &str) -> Vec<String> {
+        let o = Command::new("docker")
+            .args([
+                "ps",
+                "--filter",
+                &format!("label=berth.dev/instance={}", self.instance()),
+                "--filter",
+                &format!("label=berth.dev/plugin={plugin}"),
+                "--format",
+                "{{.ID}}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = self.berth(&["dev", "down"]);
+    }
+}
+
+/// POSTs JSON to the gateway; returns status and body.
+fn post(url: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut s = match TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => return (0, e.to_string()),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, "write failed".into());
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn write_manifest(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn calculator_yaml() -> String {
+    std::fs::read_to_string(repo().join("examples/calculator.yaml")).unwrap()
+}
+
+#[test]
+fn dev_up_runs_the_examples_and_lifecycle_commands_round_trip() {
+    if !docker_or_skip("dev_up_runs_the_examples_and_lifecycle_commands_round_trip") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&["examples/"]);
+    for name in ["calculator", "text-processor", "file-ops", "hello"] {
+        assert_eq!(dev.phase(name), "Ready", "{name}\n{}", dev.log_text());
+    }
+    assert_eq!(dev.phase("http-fetch"), "AwaitingApproval");
+    let answer = dev.ok(&[
+        "invoke",
+        "calculator",
+        "evaluate",
+        r#"{"expression":"2*(3+4)"}"#,
+    ]);
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["result"], 14, "{answer}");
+
+    // The gateway refuses what the schema forbids, with the field path.
+    let bad = dev.berth(&["invoke", "calculator", "evaluate", r#"{"expr":"1"}"#]);
+    assert_eq!(bad.status.code(), Some(1));
+
+    let out = dev.ok(&["disable", "calculator"]);
+    assert!(out.contains("Disabled"), "{out}");
+    dev.wait_gone("calculator");
+    let off = dev.berth(&["invoke", "calculator", "evaluate", r#"{"expression":"1"}"#]);
+    assert_eq!(off.status.code(), Some(1));
+    let out = dev.ok(&["enable", "calculator"]);
+    assert!(out.contains("Ready"), "{out}");
+    dev.ok(&[
+        "invoke",
+        "calculator",
+        "evaluate",
+        r#"{"expression":"1+1"}"#,
+    ]);
+
+    dev.ok(&["uninstall", "hello"]);
+    assert!(dev.list().iter().all(|p| p["name"] != "hello"));
+
+    // Every state change above is in the audit log, and the chain is intact.
+    let audit = dev.ok(&["audit", "--output", "json"]);
+    for action in ["installed", "started", "disabled", "enabled", "uninstalled"] {
+        assert!(
+            audit.contains(&format!("\"{action}\"")),
+            "{action}: {audit}"
+        );
+    }
+    dev.ok(&["audit", "verify"]);
+
+    dev.kill();
+    let out = dev.ok(&["dev", "down"]);
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(dev.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn awaiting_approval_then_grant_runs_it_and_revoke_stops_it() {
+    if !docker_or_skip("awaiting_approval_then_grant") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&["examples/text-processor.yaml", "examples/http-fetch.yaml"]);
+    assert_eq!(dev.phase("http-fetch"), "AwaitingApproval");
+    let status = dev.status("http-fetch");
+    assert!(
+        status["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("egress"),
+        "{status}"
+    );
+    let out = dev.ok(&[
+        "grant",
+        "http-fetch",
+        "--reason",
+        "tests",
+        "--expires",
+        "1h",
+    ]);
+    assert!(out.contains("egress"), "shows what is granted: {out}");
+    assert!(out.contains("Ready"), "{out}");
+    let status = dev.status("http-fetch");
+    assert_eq!(status["grants"][0]["reason"], "tests");
+    assert!(status["grants"][0]["expires_at"].is_string(), "{status}");
+
+    let out = dev.ok(&["revoke", "http-fetch"]);
+    assert!(out.contains("AwaitingApproval"), "{out}");
+    dev.wait_gone("http-fetch");
+}
+
+#[test]
+fn upgrade_asking_for_more_shows_the_diff_and_the_old_version_keeps_serving() {
+    if !docker_or_skip("upgrade_asking_for_more") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&["examples/calculator.yaml"]);
+    let before = dev.status("calculator")["status"]["serving_revision"].clone();
+    let wider = calculator_yaml().replace(
+        "  resources:\n",
+        "  permissions:\n    network:\n      egress: [{host: \"*\", ports: [443]}]\n  resources:\n",
+    );
+    let file = write_manifest(dev.dir(), "calculator-wider.yaml", &wider);
+    let out = dev.berth(&["install", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("+ network egress *:443"),
+        "permission diff shown: {text}"
+    );
+    assert!(text.contains("AwaitingApproval"), "{text}");
+    assert!(text.contains("keeps serving"), "{text}");
+    let status = dev.status("calculator");
+    assert_eq!(status["status"]["serving_revision"], before);
+    dev.ok(&[
+        "invoke",
+        "calculator",
+        "evaluate",
+        r#"{"expression":"6*7"}"#,
+    ]);
+    let out = dev.ok(&["grant", "calculator"]);
+    assert!(out.contains("Ready"), "{out}");
+    let after = dev.status("calculator")["status"]["serving_revision"].clone();
+    assert_ne!(after, before);
+    // The old revision drains, then goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dev.plugin_containers("calculator").len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the old revision was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hot_reload_under_load_fails_no_request_and_a_bad_revision_rolls_back() {
+    if !docker_or_skip("hot_reload_under_load") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&["examples/calculator.yaml"]);
+    let url = dev.gateway_url().unwrap();
+    let token = dev.token();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, token, stop, ok, failures) = (
+                url.clone(),
+                token.clone(),
+                stop.clone(),
+                ok.clone(),
+                failures.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (code, body) = post(
+                        &url,
+                        "/v1/plugins/calculator/invoke/evaluate",
+                        &token,
+                        r#"{"expression":"2*(3+4)"}"#,
+                    );
+                    if code == 200 && body.contains("14") {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures.lock().unwrap().push(format!("{code} {body}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = dev.status("calculator")["status"]["serving_revision"].clone();
+    let changed = calculator_yaml().replace(
+        "description: Safe arithmetic expression evaluator",
+        "description: Safe arithmetic expression evaluator (reloaded)",
+    );
+    let file = write_manifest(dev.dir(), "calculator-2.yaml", &changed);
+    let out = dev.ok(&["install", file.to_str().unwrap()]);
+    assert!(out.contains("Ready"), "{out}");
+    let after = dev.status("calculator")["status"]["serving_revision"].clone();
+    assert_ne!(before, after);
+    // Past the drain of the old revision.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // A revision that fails readiness (its image reports another version) rolls back.
+    let wrong = changed.replace("version: 0.1.0", "version: 0.2.0");
+    let file = write_manifest(dev.dir(), "calculator-3.yaml", &wrong);
+    let out = dev.berth(&["install", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("Degraded"), "{text}");
+    assert!(text.contains("rolled back"), "{text}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let served = ok.load(Ordering::Relaxed);
+    eprintln!(
+        "hot reload under load: {served} requests served, {} failed",
+        failures.len()
+    );
+    assert!(served > 50, "{served}");
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+    let status = dev.status("calculator");
+    assert_eq!(status["status"]["serving_revision"], after);
+    let revisions = status["revisions"].as_array().unwrap();
+    assert_eq!(revisions[0]["state"], "Failed", "{status}");
+    let audit = dev.ok(&["audit", "--plugin", "calculator", "--output", "json"]);
+    assert!(audit.contains("rolled-back"), "{audit}");
+    assert!(audit.contains("\"updated\""), "{audit}");
+}
+
+#[test]
+fn a_restarted_supervisor_adopts_running_containers() {
+    if !docker_or_skip("a_restarted_supervisor_adopts_running_containers") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&["examples/calculator.yaml", "examples/text-processor.yaml"]);
+    let before = (
+        dev.plugin_containers("calculator"),
+        dev.plugin_containers("text-processor"),
+    );
+    assert_eq!(before.0.len(), 1);
+    let url = dev.gateway_url().unwrap();
+    dev.kill();
+    dev.up(&[]);
+    let after = (
+        dev.plugin_containers("calculator"),
+        dev.plugin_containers("text-processor"),
+    );
+    assert_eq!(before, after, "same containers, no duplicates");
+    assert_eq!(
+        dev.gateway_url().unwrap(),
+        url,
+        "the gateway was adopted too"
+    );
+    assert!(dev.log_text().contains("adopted"), "{}", dev.log_text());
+    dev.ok(&[
+        "invoke",
+        "calculator",
+        "evaluate",
+        r#"{"expression":"1+2"}"#,
+    ]);
+    assert_eq!(dev.phase("text-processor"), "Ready");
+}
+
+#[test]
+fn dependency_cycle_is_refused_before_anything_starts() {
+    if !docker_or_skip("dependency_cycle_is_refused_before_anything_starts") {
+        return;
+    }
+    let dev = Dev::new();
+    let base = calculator_yaml();
+    let a = base.replace("name: calculator", "name: cycle-a").replace(
+        "  resources:\n",
+        "  dependsOn: [{name: cycle-b}]\n  resources:\n",
+    );
+    let b = base.replace("name: calculator", "name: cycle-b").replace(
+        "  resources:\n",
+        "  dependsOn: [{name: cycle-a}]\n  resources:\n",
+    );
+    let folder = dev.dir().join("cycle");
+    std::fs::create_dir(&folder).unwrap();
+    write_manifest(&folder, "a.yaml", &a);
+    write_manifest(&folder, "b.yaml", &b);
+    let out = dev.berth(&["dev", "up", folder.to_str().unwrap(), "--port", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cycle"), "{err}");
+    assert!(err.contains("a.yaml") || err.contains("b.yaml"), "{err}");
+    assert!(dev.leftovers().is_empty());
+}
+
+#[test]
+fn dependencies_start_first() {
+    if !docker_or_skip("dependencies_start_first") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&[
+        "examples/http-fetch.yaml",
+        "examples/text-processor.yaml",
+        "--auto-approve",
+        "moderate",
+    ]);
+    let tp = dev.status("text-processor");
+    let hf = dev.status("http-fetch");
+    assert_eq!(hf["status"]["phase"], "Ready", "{hf}");
+    let ready_tp = tp["revisions"][0]["ready_at"].as_str().unwrap().to_owned();
+    let created_hf = hf["revisions"][0]["created_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(ready_tp <= created_hf, "{ready_tp} vs {created_hf}");
+}
+
+/// Addresses of this host a plugin might try: every IPv4 address of the host's interfaces
+/// (`hostname -I`) and every Docker network's gateway.
+fn host_addresses() -> Vec<String> {
+    let mut out: Vec<String> = Command::new("hostname")
+        .arg("-I")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter(|a| a.contains('.'))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let nets = Command::new("docker")
+        .args(["network", "ls", "-q"])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&nets.stdout).lines() {
+        let gw = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                id,
+                "-f",
+                "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+            ])
+            .output()
+            .unwrap();
+        out.extend(
+            String::from_utf8_lossy(&gw.stdout)
+                .split_whitespace()
+                .filter(|a| a.contains('.'))
+                .map(String::from),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn a_plugin_reaches_other_plugins_only_through_the_gateway_and_never_the_host() {
+    if !docker_or_skip("a_plugin_reaches_other_plugins_only_through_the_gateway") {
+        return;
+    }
+    images();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut dev = Dev::new();
+    dev.up(&[
+        "examples/calculator.yaml",
+        "examples/text-processor.yaml",
+        "test-images/probe/berth.yaml",
+    ]);
+    assert_eq!(dev.phase("probe"), "Ready", "{}", dev.log_text());
+    let call = |plugin: &str, capability: &str, input: &str| -> Value {
+        let body =
+            format!(r#"{{"plugin":"{plugin}","capability":"{capability}","input":{input}}}"#);
+        serde_json::from_str(&dev.ok(&["invoke", "probe", "call", &body])).unwrap()
+    };
+    // Granted in its manifest: calculator.evaluate, through the gateway with its token.
+    let granted = call("calculator", "evaluate", r#"{"expression":"2*(3+4)"}"#);
+    assert_eq!(granted["status"], 200, "{granted}");
+    assert!(
+        granted["body"].as_str().unwrap().contains("14"),
+        "{granted}"
+    );
+    // Not granted: text-processor.
+    let denied = call("text-processor", "stats", r#"{"text":"a b"}"#);
+    assert_eq!(denied["status"], 403, "{denied}");
+
+    let connect = |host: &str, port: u16| -> Value {
+        let body = format!(r#"{{"host":"{host}","port":{port},"timeoutMs":500}}"#);
+        serde_json::from_str(&dev.ok(&["invoke", "probe", "connect", &body])).unwrap()
+    };
+    // Another plugin's address, directly.
+    let calc = dev.status("calculator");
+    let endpoint = calc["revisions"][0]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let addr = endpoint.trim_start_matches("http://");
+    let (ip, p) = addr.rsplit_once(':').unwrap();
+    let direct = connect(ip, p.parse().unwrap());
+    assert_eq!(direct["connected"], false, "reached {addr}: {direct}");
+    // The host's wildcard listener, through every host address.
+    let addresses = host_addresses();
+    assert!(!addresses.is_empty());
+    for host in &addresses {
+        let probe = connect(host, port);
+        assert_eq!(
+            probe["connected"], false,
+            "the plugin reached the host's 0.0.0.0:{port} through {host}: {probe}"
+        );
+    }
+    // The denied inter-plugin call is a security event in the audit log.
+    let audit = dev.ok(&["audit", "--type", "security", "--output", "json"]);
+    assert!(
+        audit.contains("plugin:probe") && audit.contains("text-processor"),
+        "{audit}"
+    );
+    drop(listener);
+
+    // Past its memory limit the plugin is OOM-killed, reported, and restarted.
+    let oom = dev.berth(&["invoke", "probe", "allocate", r#"{"mebibytes":64}"#]);
+    let answer = format!(
+        "{}{}",
+        String::from_utf8_lossy(&oom.stdout),
+        String::from_utf8_lossy(&oom.stderr)
+    );
+    assert_eq!(oom.status.code(), Some(1), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = dev.status("probe");
+        if s["status"]["restarts"] == 1 && s["status"]["phase"] == "Ready" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not restarted: {s}\n{answer}\n{}",
+            dev.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let audit = dev.ok(&[
+        "audit", "--plugin", "probe", "--type", "security", "--output", "json",
+    ]);
+    assert!(audit.contains("oom-killed"), "{audit}");
+    let metrics = get(&dev.gateway_url().unwrap(), "/metrics");
+    assert!(
+        metrics.contains(r#"berth_plugin_restarts_total{plugin="probe",reason="oom"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"berth_plugin_cold_start_seconds_count{plugin="probe"}"#));
+    dev.ok(&["invoke", "probe", "write", r#"{"path":"/tmp/x"}"#]);
+}
+
+fn get(url: &str, path: &str) -> String {
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn watch_rebuilds_and_reloads_a_changed_plugin() {
+    if !docker_or_skip("watch_rebuilds_and_reloads_a_changed_plugin") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    let dir = dev.dir().join("watched");
+    dev.ok(&["new", "watched", "--dir", dir.to_str().unwrap()]);
+    let built = Command::new(BERTH)
+        .args(["build", dir.to_str().unwrap()])
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let manifest = dir.join("berth.yaml");
+    dev.up(&[manifest.to_str().unwrap(), "--watch"]);
+    let first = dev.status("watched")["status"]["serving_revision"].clone();
+    assert!(first.is_u64(), "{first}");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let changed = text.replacen("description: ", "description: Watched, ", 1);
+    assert_ne!(text, changed);
+    std::fs::write(&manifest, changed).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let s = dev.status("watched");
+        if s["status"]["serving_revision"] != first && s["status"]["phase"] == "Ready" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reloaded: {s}\n{}",
+            dev.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(dev.log_text().contains("rebuilding"), "{}", dev.log_text());
+    // The image was rebuilt under the same tag; leave no test image behind.
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "berth/watched:0.1.0"])
+        .output();
+}

@@ -1,0 +1,307 @@
+//! The gateway container of local mode and the admin client that feeds it.
+//!
+//! The gateway runs from the `berth` image on an ordinary "edge" network, with its port
+//! published on 127.0.0.1 only, and joins every plugin network: it is the one thing
+//! plugins can reach, and the way in from the host (also where the host cannot reach
+//! container addresses). It writes audit events into the same store file, mounted at
+//! `/state`, and gets its directory pushed by the supervisor.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+
+/// Port the gateway listens on inside its container.
+pub const GATEWAY_PORT: u16 = 7070;
+/// Network alias of the gateway on every plugin network.
+pub const GATEWAY_ALIAS: &str = "berth-gateway";
+/// Label holding a digest of the gateway container's configuration, so that a restarted
+/// supervisor adopts a gateway started with the same settings and replaces any other.
+pub const CONFIG_LABEL: &str = "berth.dev/config-sha256";
+
+/// How the gateway container is set up.
+#[derive(Clone, Debug)]
+pub struct GatewaySpec {
+    /// The `berth` image.
+    pub image: String,
+    /// Host port on 127.0.0.1; 0 lets Docker choose.
+    pub host_port: u16,
+    /// The state directory, mounted at `/state` (the store lives there).
+    pub state_dir: String,
+    /// `uid:gid` to run as: the owner of the state directory, so the store stays writable
+    /// by both sides.
+    pub user: String,
+    /// The tokens-file line of the admin token the supervisor and the CLI use.
+    pub admin_token_line: String,
+    /// The edge network.
+    pub network: String,
+    /// Labels for the container.
+    pub labels: HashMap<String, String>,
+}
+
+impl GatewaySpec {
+    /// The digest stored in [`CONFIG_LABEL`].
+    pub fn config_digest(&self, image_id: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            image_id,
+            &self.host_port.to_string(),
+            &self.state_dir,
+            &self.user,
+            &self.admin_token_line,
+            &self.network,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        berth_store::audit::hex(&h.finalize())
+    }
+}
+
+/// The container configuration of the gateway. Pure.
+pub fn gateway_container(spec: &GatewaySpec, config_digest: &str) -> ContainerCreateBody {
+    let port_key = format!("{GATEWAY_PORT}/tcp");
+    let mut labels = spec.labels.clone();
+    labels.insert(CONFIG_LABEL.into(), config_digest.into());
+    let host_port = if spec.host_port == 0 {
+        String::new()
+    } else {
+        spec.host_port.to_string()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        user: Some(spec.user.clone()),
+        cmd: Some(
+            [
+                "gateway",
+                "--backend",
+                "pushed",
+                "--listen",
+                &format!("0.0.0.0:{GATEWAY_PORT}"),
+                "--store",
+                "/state/berth.db",
+                "--audit-summary-interval",
+                "10s",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        env: Some(vec![
+            format!("BERTH_TOKENS={}", spec.admin_token_line),
+            "BERTH_LOG=info".into(),
+        ]),
+        exposed_ports: Some(vec![port_key.clone()]),
+        labels: Some(labels),
+        stop_signal: Some("SIGTERM".into()),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{}:/state:rw", spec.state_dir)]),
+            port_bindings: Some(HashMap::from([(
+                port_key,
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(host_port),
+                }]),
+            )])),
+            memory: Some(256 * 1024 * 1024),
+            memory_swap: Some(256 * 1024 * 1024),
+            pids_limit: Some(512),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            network_mode: Some(spec.network.clone()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `uid:gid` owning `dir`.
+pub fn owner_of(dir: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    Ok(format!("{}:{}", meta.uid(), meta.gid()))
+}
+
+/// Talks to the gateway's admin API with the admin token.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    base: String,
+    token: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl AdminClient {
+    /// A client for the gateway at `base` (`http://127.0.0.1:7070`).
+    pub fn new(base: &str, token: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_nodelay(true);
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; returns the status and body.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, String), String> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// Sends a request with extra headers; returns the status and body.
+    pub async fn send_with(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, String)],
+    ) -> Result<(u16, String), String> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            );
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let answer = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
+            .await
+            .map_err(|_| format!("{}{path}: no answer within 60 s", self.base))?
+            .map_err(|e| format!("{}{path}: {e}", self.base))?;
+        let status = answer.status().as_u16();
+        let bytes = answer
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Asks the gateway to `GET url` (a plugin's `/healthz` or `/v1/describe`): the gateway
+    /// is the only thing on the plugin's network. Returns the plugin's status and body.
+    pub async fn probe(&self, url: &str, timeout: Duration) -> Result<(u16, Bytes), String> {
+        let body = serde_json::json!({"url": url, "timeoutMs": timeout.as_millis() as u64});
+        let (status, text) = self
+            .send(
+                http::Method::POST,
+                "/v1/admin/probe",
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
+        if status != 200 {
+            return Err(format!("the gateway refused the probe ({status}): {text}"));
+        }
+        let answer: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("probe answer: {e}"))?;
+        if let Some(error) = answer["error"].as_str() {
+            return Err(error.to_owned());
+        }
+        let code = answer["status"].as_u64().unwrap_or(0) as u16;
+        let body = answer["body"].as_str().unwrap_or_default().to_owned();
+        Ok((code, Bytes::from(body)))
+    }
+
+    /// Waits until `/healthz` answers 200.
+    pub async fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let last = match self.send(http::Method::GET, "/healthz", None).await {
+                Ok((200, _)) => return Ok(()),
+                Ok((status, body)) => format!("{status}: {body}"),
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the gateway at {} did not become healthy within {} s: {last}",
+                    self.base,
+                    timeout.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(port: u16) -> GatewaySpec {
+        GatewaySpec {
+            image: "berth/berth:0.1.0".into(),
+            host_port: port,
+            state_dir: "/home/u/.local/share/berth".into(),
+            user: "1000:1000".into(),
+            admin_token_line: "berth-cli sha256:00 admin".into(),
+            network: "berth-x-edge".into(),
+            labels: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn gateway_publishes_on_loopback_only() {
+        let body = gateway_container(&spec(7070), "d");
+        let host = body.host_config.unwrap();
+        let bindings = host.port_bindings.unwrap();
+        let b = bindings["7070/tcp"].as_ref().unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(b[0].host_port.as_deref(), Some("7070"));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.labels.unwrap()[CONFIG_LABEL], "d");
+    }
+
+    #[test]
+    fn port_zero_lets_docker_choose() {
+        let host = gateway_container(&spec(0), "d").host_config.unwrap();
+        let bindings = host.port_bindings.unwrap();
+        assert_eq!(
+            bindings["7070/tcp"].as_ref().unwrap()[0]
+                .host_port
+                .as_deref(),
+            Some("")
+        );
+    }
+
+    #[test]
+    fn config_digest_changes_with_any_setting() {
+        let a = spec(7070).config_digest("img");
+        assert_ne!(a, spec(7071).config_digest("img"));
+        assert_ne!(a, spec(7070).config_digest("img2"));
+        assert_eq!(a, spec(7070).config_digest("img"));
+    }
+}
