@@ -801,8 +801,8 @@ async fn remove_instance_leaves_nothing_behind() {
         .await
         .unwrap();
     let with_volume = probe_manifest_text().replace(
-        "  resources:\n",
-        "  permissions:\n    filesystem: [{name: data, mountPath: /data, access: readWrite}]\n  resources:\n",
+        "  permissions:\n",
+        "  permissions:\n    filesystem: [{name: data, mountPath: /data, access: readWrite}]\n",
     );
     let running = start_probe_with(
         &docker,
@@ -1077,8 +1077,8 @@ async fn a_new_volume_is_writable_by_the_plugin_unless_mounted_read_only() {
     let guard = Cleanup::new("volumes");
     let instance = &guard.instance;
     let manifest = probe_manifest_text().replace(
-        "  resources:\n",
-        "  permissions:\n    filesystem:\n      - {name: data, mountPath: /data, access: readWrite}\n      - {name: seed, mountPath: /seed, access: readOnly}\n  resources:\n",
+        "  permissions:\n",
+        "  permissions:\n    filesystem:\n      - {name: data, mountPath: /data, access: readWrite}\n      - {name: seed, mountPath: /seed, access: readOnly}\n",
     );
     let mut filesystem = HashMap::new();
     for mount in ["data", "seed"] {
