@@ -2,26 +2,23 @@
 //! against plain `docker run` of the same image (→ first successful invoke straight to the
 //! container), side by side; and hot reload under load (failed requests, swap time).
 //!
-//! `cargo bench -p berth --bench dev_cold_start` (needs Docker; builds the images first).
+//! `cargo bench -p berth --bench dev_cold_start` (needs Docker; builds the example images,
+//! and the gateway image when it is missing).
 //! `BERTH_BENCH_RUNS` sets the number of cold starts (default 20).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::repo;
+
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 const INPUT: &str = r#"{"expression":"2*(3+4)"}"#;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("command runs");
@@ -33,30 +30,9 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn post(addr: &str, path: &str, token: &str, body: &str) -> u16 {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 fn until_ok(addr: &str, path: &str, token: &str, limit: Duration) -> Duration {
     let start = Instant::now();
-    while post(addr, path, token, INPUT) != 200 {
+    while support::post(addr, path, token, INPUT).0 != 200 {
         assert!(start.elapsed() < limit, "no answer from {addr}{path}");
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -97,7 +73,15 @@ fn main() {
     run(Command::new(BERTH)
         .args(["build", "--all", "plugin-images/"])
         .current_dir(repo()));
-    run(Command::new(repo().join("crates/cli/build-image.sh")).current_dir(repo()));
+    // The gateway image takes minutes to build (static, LTO): only when it is missing.
+    let gateway_image = concat!("berth/berth:", env!("CARGO_PKG_VERSION"));
+    let have_gateway = Command::new("docker")
+        .args(["image", "inspect", gateway_image])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_gateway {
+        run(Command::new(repo().join("crates/cli/build-image.sh")).current_dir(repo()));
+    }
 
     let state = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&state).unwrap();
@@ -231,12 +215,14 @@ fn main() {
             );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match post(
+                    match support::post(
                         &addr,
                         "/v1/plugins/calculator/invoke/evaluate",
                         &token,
                         INPUT,
-                    ) {
+                    )
+                    .0
+                    {
                         200 => ok.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
                     };

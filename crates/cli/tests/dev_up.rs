@@ -18,20 +18,9 @@ use serde_json::Value;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+mod support;
 
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_path_buf()
-}
+use support::{post, repo, target_dir};
 
 fn docker_ok() -> bool {
     Command::new("docker")
@@ -45,10 +34,7 @@ fn docker_or_skip(test: &str) -> bool {
     if docker_ok() {
         return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: CI is set and the Docker Engine is unreachable");
-    }
-    eprintln!("skipping {test}: the Docker Engine is unreachable; set CI=1 to make this a failure");
+    support::docker_unreachable(test, "`docker info` failed");
     false
 }
 
@@ -291,35 +277,6 @@ impl Drop for Dev {
         self.kill();
         let _ = self.berth(&["dev", "down"]);
     }
-}
-
-/// POSTs JSON to the gateway; returns status and body.
-fn post(url: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-    let addr = url.trim_start_matches("http://");
-    let mut s = match TcpStream::connect(addr) {
-        Ok(s) => s,
-        Err(e) => return (0, e.to_string()),
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, "write failed".into());
-    }
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn write_manifest(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -14,8 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -29,48 +28,21 @@ use berth_docker::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+mod support;
+
+use support::{describe_output, repo, target_dir};
+
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 const PROBE_IMAGE: &str = "berth/probe:0.1.0";
 const PROBE_PORT: u16 = 8080;
 const MIB: i64 = 1024 * 1024;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The target directory this test binary was built into, so the probe's build reuses it.
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    // target/debug/deps/docker_backend-<hash>
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_path_buf()
-}
-
-fn describe_output(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// The engine, or `None` when it is unreachable and `CI` is unset (then the test skips).
 async fn docker_or_skip(test: &str) -> Option<DockerClient> {
     match DockerClient::connect().await {
         Ok(d) => Some(d),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: CI is set and the Docker Engine is unreachable: {e}")
-        }
         Err(e) => {
-            eprintln!(
-                "skipping {test}: the Docker Engine is unreachable ({e}); set CI=1 to make this a failure"
-            );
+            support::docker_unreachable(test, &e.to_string());
             None
         }
     }

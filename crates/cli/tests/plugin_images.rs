@@ -5,11 +5,14 @@
 //! they print why they skip. The five images are built once per run of this file.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use berth_docker::{BuildContext, BuildRequest, DockerClient, MANAGED_BY_LABEL, MANIFEST_LABEL};
+
+mod support;
+
+use support::{describe_output as describe, repo, target_dir};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 /// The value of `MANAGED_BY_LABEL` on images these tests create besides the five examples.
@@ -23,23 +26,6 @@ const PLUGINS: [(&str, &str); 5] = [
     ("text-processor", "1.0.0"),
 ];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The target directory this test binary was built into, so plugin builds reuse it.
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    // target/debug/deps/plugin_images-<hash>
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_path_buf()
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -51,13 +37,8 @@ fn runtime() -> tokio::runtime::Runtime {
 fn docker_or_skip(test: &str) -> bool {
     match runtime().block_on(DockerClient::connect()) {
         Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: CI is set and the Docker Engine is unreachable: {e}")
-        }
         Err(e) => {
-            eprintln!(
-                "skipping {test}: the Docker Engine is unreachable ({e}); set CI=1 to make this a failure"
-            );
+            support::docker_unreachable(test, &e.to_string());
             false
         }
     }
@@ -69,15 +50,6 @@ fn berth(args: &[&str]) -> Output {
         .env("CARGO_TARGET_DIR", target_dir())
         .output()
         .expect("run berth")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Builds the five example images once; every test that needs them waits here.

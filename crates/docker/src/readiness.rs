@@ -215,7 +215,10 @@ async fn get(
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| chain(&e))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| berth_gateway::upstream::describe(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_DESCRIBE_BYTES)
             .collect()
@@ -228,21 +231,6 @@ async fn get(
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
     }
-}
-
-/// An error with its causes, so "client error (Connect)" says "connection refused".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 fn excerpt(body: &[u8]) -> String {

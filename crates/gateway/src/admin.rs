@@ -107,7 +107,7 @@ async fn probe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Res
             .client
             .request(request)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| crate::upstream::describe(&e))?;
         let status = answer.status().as_u16();
         let bytes = http_body_util::Limited::new(answer.into_body(), PROBE_MAX_ANSWER)
             .collect()
@@ -129,21 +129,6 @@ async fn probe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Res
         .into_response(),
         Err(error) => Json(json!({"error": error})).into_response(),
     })
-}
-
-/// An error with its causes, so "client error (Connect)" says "connection refused".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 async fn push(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response> {

@@ -122,13 +122,17 @@ pub async fn post(client: &HttpClient, call: Call<'_>) -> Result<Answer, CallErr
     }
 }
 
-/// The error and its causes in one line (hyper's own message is often just "client error").
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+/// The error and its causes in one line (hyper's own message is often just "client error");
+/// a cause whose text is already there is not repeated.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let cause = s.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = s.source();
     }
     text

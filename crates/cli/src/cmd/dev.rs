@@ -66,7 +66,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_build: bool,
     /// How long a new revision may take to become ready.
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(long, default_value = "30s", value_parser = super::duration_arg)]
     pub ready_timeout: Duration,
     #[command(flatten)]
     pub state: StateArgs,
@@ -77,10 +77,6 @@ pub struct UpArgs {
 pub struct DownArgs {
     #[command(flatten)]
     pub state: StateArgs,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    berth_api::quantity::parse_duration(s).map_err(|e| format!("{} ({})", e.message, e.hint))
 }
 
 fn parse_mount(s: &str) -> Result<((String, String), PathBuf), String> {
@@ -115,44 +111,25 @@ struct Found {
     plugin: Plugin,
 }
 
-fn yaml_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    if std::fs::metadata(path)?.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let p = entry.path();
-            if entry.file_type()?.is_dir() {
-                stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// Reads every Plugin in `paths`; prints problems and returns None when any is an error.
 fn read_paths(paths: &[PathBuf]) -> anyhow::Result<Option<Vec<Found>>> {
     let mut found = Vec::new();
     let mut failed = false;
     for path in paths {
-        let files = yaml_files(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let files = super::validate::collect(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         for file in files {
             let shown = file.display().to_string();
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {shown}"))?;
-            if bytes.len() > berth_api::load::MAX_MANIFEST_BYTES {
-                eprintln!(
-                    "error: {}",
-                    berth_api::load::too_large(&shown, bytes.len() as u64)
-                );
-                failed = true;
-                continue;
-            }
+            let bytes = match super::validate::read_manifest_file(&file)
+                .with_context(|| format!("cannot read {shown}"))?
+            {
+                Ok(bytes) => bytes,
+                Err(problem) => {
+                    eprintln!("error: {problem}");
+                    failed = true;
+                    continue;
+                }
+            };
             let loaded = berth_api::load_manifests(&shown, &bytes);
             for p in &loaded.problems {
                 eprintln!("{}: {p}", if p.is_error() { "error" } else { "warning" });
@@ -433,17 +410,27 @@ async fn watch_sources(store: Arc<Store>) {
     const QUIET: Duration = Duration::from_millis(400);
     let mut seen: HashMap<PathBuf, SystemTime> = HashMap::new();
     let mut pending: HashMap<PathBuf, (Instant, String)> = HashMap::new();
+    // Build folder per plugin, found again only when its installed manifest changes.
+    let mut dirs: HashMap<String, (String, Option<PathBuf>)> = HashMap::new();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let Ok(installed) = store.plugins() else {
             continue;
         };
         for inst in installed {
-            let Ok(plugin) = berth_docker::supervisor::plan::parse_installed(&inst) else {
-                continue;
-            };
-            let source = PathBuf::from(inst.source.clone().unwrap_or_default());
-            let Some(dir) = build_dir(&plugin, &source) else {
+            let known = dirs
+                .get(&inst.name)
+                .is_some_and(|(updated, _)| *updated == inst.updated_at);
+            if !known {
+                let dir = berth_docker::supervisor::plan::parse_installed(&inst)
+                    .ok()
+                    .and_then(|plugin| {
+                        let source = PathBuf::from(inst.source.clone().unwrap_or_default());
+                        build_dir(&plugin, &source)
+                    });
+                dirs.insert(inst.name.clone(), (inst.updated_at.clone(), dir));
+            }
+            let Some(dir) = dirs.get(&inst.name).and_then(|(_, d)| d.clone()) else {
                 continue;
             };
             let Some(changed) = newest_change(&dir) else {

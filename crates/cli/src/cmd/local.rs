@@ -187,12 +187,8 @@ fn await_outcome(
 #[derive(clap::Args, Clone, Debug)]
 pub struct WaitArgs {
     /// How long to wait for a running `berth dev up` to act.
-    #[arg(long, default_value = "120s", value_parser = duration)]
+    #[arg(long, default_value = "120s", value_parser = super::duration_arg)]
     pub timeout: Duration,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    berth_api::quantity::parse_duration(s).map_err(|e| format!("{} ({})", e.message, e.hint))
 }
 
 /// Options of `berth list`.
@@ -380,16 +376,12 @@ pub struct InstallArgs {
 /// Reads and validates one Plugin manifest file.
 pub fn read_manifest(file: &Path) -> Result<(String, Plugin), ExitCode> {
     let shown = file.display().to_string();
-    let bytes = match std::fs::metadata(file).and_then(|m| {
-        if m.len() > berth_api::load::MAX_MANIFEST_BYTES as u64 {
-            Err(std::io::Error::other(
-                berth_api::load::too_large(&shown, m.len()).to_string(),
-            ))
-        } else {
-            std::fs::read(file)
+    let bytes = match super::validate::read_manifest_file(file) {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(problem)) => {
+            eprintln!("error: {problem}");
+            return Err(ExitCode::from(1));
         }
-    }) {
-        Ok(b) => b,
         Err(e) => {
             eprintln!("error: {shown}: {e}");
             return Err(ExitCode::from(1));
@@ -732,7 +724,7 @@ pub struct InvokeArgs {
     /// Input JSON (`-` reads standard input).
     input: String,
     /// Deadline for the call, sent as `Berth-Deadline-Ms`.
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = super::duration_arg)]
     deadline: Option<Duration>,
     #[command(flatten)]
     state: StateArgs,

@@ -11,3 +11,8 @@ pub mod operator;
 pub mod plugin;
 pub mod render;
 pub mod validate;
+
+/// Parses a duration flag (`30s`, `1m30s`, `250ms`) with the manifest's rules and hints.
+pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    berth_api::quantity::parse_duration(s).map_err(|e| format!("{} ({})", e.message, e.hint))
+}

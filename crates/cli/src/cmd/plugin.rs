@@ -4,8 +4,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use berth_api::quantity::parse_duration;
-
 mod conformance;
 
 /// Options of `berth plugin`.
@@ -30,15 +28,11 @@ pub struct TestArgs {
     #[arg(value_name = "IMAGE")]
     pub image: String,
     /// How long the plugin may take to answer /healthz after it starts.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = super::duration_arg)]
     pub health_timeout: Duration,
     /// How long the plugin may take to exit after SIGTERM.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = super::duration_arg)]
     pub grace: Duration,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| format!("{} ({})", e.message, e.hint))
 }
 
 /// Exit codes: 0 every check passed, 1 a check failed, 2 the image or Docker is unavailable.

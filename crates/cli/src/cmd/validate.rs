@@ -201,6 +201,19 @@ fn unreadable_is_empty(args: &Args, files: &[(String, Vec<u8>)]) -> bool {
     })
 }
 
+/// Reads one manifest file without ever holding more than the limit plus one byte; a file
+/// over the limit is the `too_large` problem with its real size.
+pub(crate) fn read_manifest_file(path: &Path) -> std::io::Result<Result<Vec<u8>, Problem>> {
+    let bytes = read_capped(path)?;
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        let size = std::fs::metadata(path)
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
+        return Ok(Err(too_large(&path.display().to_string(), size)));
+    }
+    Ok(Ok(bytes))
+}
+
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     std::fs::File::open(path)?
@@ -210,7 +223,7 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// The YAML files at `path`: the file itself, or every *.yaml/*.yml below a directory, sorted.
-fn collect(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn collect(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);

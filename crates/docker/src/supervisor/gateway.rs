@@ -233,6 +233,16 @@ impl AdminClient {
         Ok((code, Bytes::from(body)))
     }
 
+    /// Sends restarts, cold starts and usage to the gateway's metrics. Best effort: a lost
+    /// observation is a missing sample, not a reason to stop supervising.
+    pub async fn observe(&self, observations: &berth_gateway::wire::ObservationsWire) {
+        if let Ok(body) = serde_json::to_vec(observations) {
+            let _ = self
+                .send(http::Method::POST, "/v1/admin/observations", Some(body))
+                .await;
+        }
+    }
+
     /// Waits until `/healthz` answers 200.
     pub async fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;

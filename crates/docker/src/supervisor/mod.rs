@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_api::{Phase, Plugin, RiskTier};
+use berth_gateway::wire::{ColdStartWire, ObservationsWire, RestartWire, SnapshotWire, UsageWire};
 use berth_gateway::{Endpoint, PluginEntry};
 use berth_store::audit::types;
 use berth_store::{AuditEvent, InstalledPlugin, PluginStatusRecord, RevisionRecord, Store};
@@ -143,13 +144,6 @@ struct Runtime {
     network_ready: bool,
 }
 
-#[derive(Default)]
-struct Observations {
-    restarts: Vec<Value>,
-    cold_starts: Vec<Value>,
-    usage: Vec<Value>,
-}
-
 /// The running supervisor.
 pub struct Supervisor {
     docker: DockerClient,
@@ -169,6 +163,8 @@ pub struct Supervisor {
     last_change: u64,
     last_pushed: String,
     usage_targets: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// The installed plugins (with their parsed manifests) as of the last reconcile pass.
+    installed: Vec<(InstalledPlugin, Option<Plugin>)>,
 }
 
 impl Supervisor {
@@ -214,6 +210,7 @@ impl Supervisor {
             last_change: 0,
             last_pushed: String::new(),
             usage_targets: Arc::default(),
+            installed: Vec::new(),
         };
         me.adopt().await?;
         Ok(me)
@@ -411,6 +408,7 @@ impl Supervisor {
                 (i, p)
             })
             .collect();
+        self.installed = parsed.clone();
         let plugins: Vec<&Plugin> = parsed.iter().filter_map(|(_, p)| p.as_ref()).collect();
         let (order, cycles) = plan::start_order(&plugins);
         let by_name: HashMap<&str, &InstalledPlugin> =
@@ -666,8 +664,11 @@ impl Supervisor {
                 // Route to the new revision before the old one stops.
                 self.push_pending = true;
                 self.push().await;
-                self.observe(Observations {
-                    cold_starts: vec![json!({"plugin": name, "seconds": cold.as_secs_f64()})],
+                self.observe(ObservationsWire {
+                    cold_starts: vec![ColdStartWire {
+                        plugin: name.clone(),
+                        seconds: cold.as_secs_f64(),
+                    }],
                     ..Default::default()
                 })
                 .await;
@@ -946,7 +947,7 @@ impl Supervisor {
     async fn remove_plugin(&mut self, name: &str) {
         self.stop_serving(name, "uninstalled").await;
         self.plugins.remove(name);
-        self.directory_forget(name);
+        self.push_pending = true;
         let network = self.instance.plugin_network(name);
         let docker = self.docker.clone();
         let gateway = self.gateway_id.clone();
@@ -968,10 +969,6 @@ impl Supervisor {
             let _ = docker.remove_network(&network).await;
         });
         self.notice(Some(name), "uninstalled".into());
-    }
-
-    fn directory_forget(&mut self, _name: &str) {
-        self.push_pending = true;
     }
 
     fn set_phase(&mut self, name: &str, phase: Phase, reason: Option<String>) {
@@ -1004,9 +1001,8 @@ impl Supervisor {
     }
 
     fn entries(&self) -> Vec<PluginEntry> {
-        let installed = self.store.plugins().unwrap_or_default();
         let mut out = Vec::new();
-        for inst in installed {
+        for (inst, parsed) in &self.installed {
             let rt = self.plugins.get(&inst.name);
             let digest: [u8; 32] = Sha256::digest(inst.token.as_bytes()).into();
             if let Some(s) = rt.and_then(|r| r.serving.as_ref()) {
@@ -1028,9 +1024,13 @@ impl Supervisor {
                         .with_granted_calls(s.plugin.spec.permissions.plugins.clone())
                         .with_token_digest(digest),
                 );
-            } else if let Ok(plugin) = plan::parse_installed(&inst) {
+            } else if let Some(plugin) = parsed {
                 let phase = rt.and_then(|r| r.phase).unwrap_or(Phase::Pending);
-                out.push(PluginEntry::new(plugin).with_revision(0).with_phase(phase));
+                out.push(
+                    PluginEntry::new(plugin.clone())
+                        .with_revision(0)
+                        .with_phase(phase),
+                );
             }
         }
         out
@@ -1043,16 +1043,17 @@ impl Supervisor {
         self.refresh_usage_targets();
         let entries = self.entries();
         // Skip pushes that would change nothing (the version alone differs).
-        let unversioned = berth_gateway::directory::SnapshotWire::from_entries(0, entries.iter());
-        let fingerprint = serde_json::to_string(&unversioned).unwrap_or_default();
+        let mut wire = SnapshotWire::from_entries(0, entries.iter());
+        let fingerprint = serde_json::to_string(&wire.plugins).unwrap_or_default();
         if fingerprint == self.last_pushed {
             self.push_pending = false;
             return;
         }
         let now_ms = Timestamp::now().as_millisecond().max(0) as u64;
         self.version = (self.version + 1).max(now_ms);
+        wire.version = self.version;
         self.directory.publish(self.version, entries);
-        let body = match serde_json::to_vec(&self.directory.wire()) {
+        let body = match serde_json::to_vec(&wire) {
             Ok(b) => b,
             Err(e) => {
                 self.notice(None, format!("cannot encode the directory: {e}"));
@@ -1078,16 +1079,8 @@ impl Supervisor {
         }
     }
 
-    async fn observe(&self, o: Observations) {
-        let body = json!({"restarts": o.restarts, "coldStarts": o.cold_starts, "usage": o.usage});
-        let _ = self
-            .admin
-            .send(
-                http::Method::POST,
-                "/v1/admin/observations",
-                Some(body.to_string().into_bytes()),
-            )
-            .await;
+    async fn observe(&self, observations: ObservationsWire) {
+        self.admin.observe(&observations).await;
     }
 
     /// Which serving containers to sample, for the usage task.
@@ -1168,8 +1161,11 @@ impl Supervisor {
             }
             (rt.failures, s.revision, max)
         };
-        self.observe(Observations {
-            restarts: vec![json!({"plugin": name, "reason": reason})],
+        self.observe(ObservationsWire {
+            restarts: vec![RestartWire {
+                plugin: name.to_owned(),
+                reason: reason.to_owned(),
+            }],
             ..Default::default()
         })
         .await;
@@ -1376,18 +1372,22 @@ async fn sample_usage(
             async move { (name, docker.usage(id).await) }
         }))
         .await;
-        let usage: Vec<Value> = samples
+        let usage: Vec<UsageWire> = samples
             .into_iter()
             .filter_map(|(name, u)| {
-                u.ok().map(|u| {
-                    json!({"plugin": name, "cpuCores": u.cpu_cores, "memoryBytes": u.memory_bytes})
+                u.ok().map(|u| UsageWire {
+                    plugin: name.clone(),
+                    cpu_cores: u.cpu_cores,
+                    memory_bytes: u.memory_bytes,
                 })
             })
             .collect();
         if !usage.is_empty() {
-            let body = json!({"usage": usage}).to_string().into_bytes();
-            let _ = admin
-                .send(http::Method::POST, "/v1/admin/observations", Some(body))
+            admin
+                .observe(&ObservationsWire {
+                    usage,
+                    ..Default::default()
+                })
                 .await;
         }
     }
