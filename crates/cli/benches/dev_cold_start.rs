@@ -123,6 +123,16 @@ fn main() {
     };
 
     // Cold start through berth: install, then the first 200 through the gateway.
+    let plugin_networks = || {
+        run(Command::new("docker").args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            "label=berth.dev/plugin=calculator",
+        ]))
+    };
+    let networks_before = plugin_networks();
     let mut berth_ms = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
@@ -141,6 +151,15 @@ fn main() {
         berth_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         install.wait().unwrap();
         berth(&["uninstall", "calculator"]);
+        // Every run starts from nothing: wait until the plugin's network is gone too.
+        let gone = Instant::now();
+        while plugin_networks() != networks_before {
+            assert!(
+                gone.elapsed() < Duration::from_secs(30),
+                "the uninstalled plugin's network stayed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     // Plain `docker run` of the same image with the same limits, on a plain network.

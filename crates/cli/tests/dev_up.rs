@@ -330,6 +330,25 @@ fn dev_up_runs_the_examples_and_lifecycle_commands_round_trip() {
 
     dev.ok(&["uninstall", "hello"]);
     assert!(dev.list().iter().all(|p| p["name"] != "hello"));
+    // Installed again at once: it serves, and still does after the uninstalled revision's
+    // containers and network were due to go.
+    let out = dev.ok(&["install", "examples/hello.yaml"]);
+    assert!(out.contains("Ready"), "{out}");
+    std::thread::sleep(Duration::from_secs(5));
+    let greeting = dev.ok(&["invoke", "hello", "greet", r#"{"name":"again"}"#]);
+    assert!(greeting.contains("Hello, again!"), "{greeting}");
+    assert_eq!(dev.phase("hello"), "Ready", "{}", dev.log_text());
+    // Uninstalled for good: its containers and its network go.
+    dev.ok(&["uninstall", "hello"]);
+    let since = Instant::now();
+    while dev.leftovers().iter().any(|n| n.contains("-hello")) {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            dev.leftovers()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Every state change above is in the audit log, and the chain is intact.
     let audit = dev.ok(&["audit", "--output", "json"]);

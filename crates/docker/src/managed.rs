@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, Network};
 use bollard::query_parameters::{
     InspectNetworkOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
     ListVolumesOptionsBuilder, RemoveVolumeOptionsBuilder,
@@ -121,21 +121,7 @@ impl DockerClient {
                 Err(e) => return Err(e),
             }
         }
-        let networks = self
-            .docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| {
-                Error::from_engine(
-                    "list networks",
-                    &format!("networks of instance {}", instance.id()),
-                    e,
-                )
-            })?;
+        let networks = self.instance_networks(instance).await?;
         for id in networks.into_iter().filter_map(|n| n.id) {
             if self.remove_network_detaching(&id).await? {
                 removed.networks += 1;
@@ -172,6 +158,55 @@ impl DockerClient {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes what an uninstalled plugin left behind: its containers (forcibly) and its
+    /// network. Its volumes stay (they hold the plugin's data until `berth dev down`).
+    pub async fn remove_plugin_leftovers(
+        &self,
+        instance: &Instance,
+        plugin: &str,
+        network: &str,
+    ) -> Result<()> {
+        for c in self
+            .list_managed(instance)
+            .await?
+            .into_iter()
+            .filter(|c| c.plugin.as_deref() == Some(plugin))
+        {
+            match self.remove_container(&c.id).await {
+                Ok(()) | Err(Error::NotFound { .. }) | Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.remove_network_detaching(network).await.map(|_| ())
+    }
+
+    /// The plugins that have a network of `instance`.
+    pub async fn plugins_with_networks(&self, instance: &Instance) -> Result<Vec<String>> {
+        Ok(self
+            .instance_networks(instance)
+            .await?
+            .into_iter()
+            .filter_map(|n| n.labels?.remove(PLUGIN_LABEL))
+            .collect())
+    }
+
+    async fn instance_networks(&self, instance: &Instance) -> Result<Vec<Network>> {
+        self.docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&instance_filter(instance))
+                    .build(),
+            ))
+            .await
+            .map_err(|e| {
+                Error::from_engine(
+                    "list networks",
+                    &format!("networks of instance {}", instance.id()),
+                    e,
+                )
+            })
     }
 
     /// Removes network `id`; when containers are still attached, detaches them and tries

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 pub use berth_plugin_sdk::protocol::{Describe, DescribedCapability, DescribedHook};
 
 /// Pause between two health polls.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Longest wait for one answer, so a hung connection does not eat the whole budget.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest `/v1/describe` body read.

@@ -165,6 +165,9 @@ pub struct Supervisor {
     usage_targets: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     /// The installed plugins (with their parsed manifests) as of the last reconcile pass.
     installed: Vec<(InstalledPlugin, Option<Plugin>)>,
+    /// Uninstalled plugins whose containers and network go when due (after the drain), and
+    /// the attempts made; a reinstall before then keeps the network.
+    leftovers: BTreeMap<String, (Instant, u32)>,
 }
 
 impl Supervisor {
@@ -211,6 +214,7 @@ impl Supervisor {
             last_pushed: String::new(),
             usage_targets: Arc::default(),
             installed: Vec::new(),
+            leftovers: BTreeMap::new(),
         };
         me.adopt().await?;
         Ok(me)
@@ -236,7 +240,7 @@ impl Supervisor {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut events = self.docker.events(&self.instance).boxed();
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // `docker stats` takes a second or two per container: sample apart from the loop,
         // so events and restarts never wait for it.
@@ -273,6 +277,7 @@ impl Supervisor {
                         self.reconcile().await;
                     }
                     self.restart_due().await;
+                    self.remove_leftovers().await;
                     if self.push_pending {
                         self.push().await;
                     }
@@ -377,6 +382,13 @@ impl Supervisor {
             .filter(|c| c.role.as_deref() == Some("plugin") && !adopted.contains(&c.id))
             .map(|c| c.id)
             .collect();
+        // Networks of plugins uninstalled while no supervisor ran.
+        let names: HashSet<&str> = installed.iter().map(|i| i.name.as_str()).collect();
+        for plugin in self.docker.plugins_with_networks(&self.instance).await? {
+            if !names.contains(plugin.as_str()) {
+                self.leftovers.insert(plugin, (Instant::now(), 0));
+            }
+        }
         Ok(())
     }
 
@@ -578,6 +590,8 @@ impl Supervisor {
 
     async fn prepare_network(&mut self, name: &str) -> Result<String, String> {
         let network = self.instance.plugin_network(name);
+        // Installed again before its leftovers went: the network stays.
+        self.leftovers.remove(name);
         if self.plugins.get(name).is_some_and(|r| r.network_ready) {
             return Ok(network);
         }
@@ -948,27 +962,44 @@ impl Supervisor {
         self.stop_serving(name, "uninstalled").await;
         self.plugins.remove(name);
         self.push_pending = true;
-        let network = self.instance.plugin_network(name);
-        let docker = self.docker.clone();
-        let gateway = self.gateway_id.clone();
-        let grace = self.config.stop_grace + self.config.drain;
-        let instance = self.instance.clone();
-        let plugin = name.to_owned();
-        // The network goes once its containers are gone.
-        tokio::spawn(async move {
-            tokio::time::sleep(grace.min(Duration::from_secs(3))).await;
-            if let Ok(list) = docker.list_managed(&instance).await {
-                for c in list
-                    .iter()
-                    .filter(|c| c.plugin.as_deref() == Some(plugin.as_str()))
-                {
-                    let _ = docker.remove_container(&c.id).await;
+        // Containers and network go after the drain, from the loop (so that an install of
+        // the same name in between keeps what it uses).
+        let due = Instant::now() + self.config.drain + Duration::from_millis(1500);
+        self.leftovers.insert(name.to_owned(), (due, 0));
+        self.notice(Some(name), "uninstalled".into());
+    }
+
+    /// Removes the containers and network of uninstalled plugins whose time has come.
+    async fn remove_leftovers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, u32)> = self
+            .leftovers
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(name, (_, tries))| (name.clone(), *tries))
+            .collect();
+        for (name, tries) in due {
+            self.leftovers.remove(&name);
+            if self.plugins.contains_key(&name) {
+                continue;
+            }
+            let network = self.instance.plugin_network(&name);
+            if let Err(e) = self
+                .docker
+                .remove_plugin_leftovers(&self.instance, &name, &network)
+                .await
+            {
+                if tries < 3 {
+                    self.leftovers
+                        .insert(name, (now + Duration::from_secs(5), tries + 1));
+                } else {
+                    self.notice(
+                        Some(&name),
+                        format!("cannot remove what the uninstalled plugin left ({e}); `berth dev down` removes it"),
+                    );
                 }
             }
-            let _ = docker.disconnect_network(&network, &gateway).await;
-            let _ = docker.remove_network(&network).await;
-        });
-        self.notice(Some(name), "uninstalled".into());
+        }
     }
 
     fn set_phase(&mut self, name: &str, phase: Phase, reason: Option<String>) {
