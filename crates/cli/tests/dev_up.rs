@@ -389,7 +389,7 @@ fn awaiting_approval_then_grant_runs_it_and_revoke_stops_it() {
         "--reason",
         "tests",
         "--expires",
-        "1h",
+        "30d",
     ]);
     assert!(out.contains("egress"), "shows what is granted: {out}");
     assert!(out.contains("Ready"), "{out}");

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use berth_store::{AuditQuery, Store};
-use jiff::Timestamp;
 
 /// Options of `berth audit`.
 #[derive(clap::Args, Debug)]
@@ -100,24 +99,12 @@ fn open(path: Option<&Path>, state: &super::local::StateArgs) -> anyhow::Result<
     Store::open(path).with_context(|| format!("cannot open {}", path.display()))
 }
 
-fn parse_since(text: &str) -> anyhow::Result<Timestamp> {
-    if let Ok(t) = text.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    let ago = berth_api::quantity::parse_duration(text).map_err(|e| {
-        anyhow::anyhow!(
-            "--since {text:?}: not a duration or an RFC 3339 time ({})",
-            e.hint
-        )
-    })?;
-    let ago = jiff::SignedDuration::try_from(ago).context("--since is too long")?;
-    Timestamp::now()
-        .checked_sub(ago)
-        .context("--since reaches before year -9999")
-}
-
 fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| super::time_arg("--since", t, false))
+        .transpose()?;
     let store = open(args.store.as_deref(), &args.state)?;
     let events = store.query_audit(&AuditQuery {
         plugin: args.plugin,

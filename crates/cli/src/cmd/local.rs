@@ -547,24 +547,11 @@ pub struct GrantArgs {
 }
 
 fn expiry(text: &str) -> anyhow::Result<String> {
-    if let Ok(t) = text.parse::<Timestamp>() {
-        if t <= Timestamp::now() {
-            bail!("--expires {text}: that time has passed");
-        }
-        return Ok(format_time(t));
+    let t = super::time_arg("--expires", text, true)?;
+    if t <= Timestamp::now() {
+        bail!("--expires {text}: that time has passed");
     }
-    let d = berth_api::quantity::parse_duration(text).map_err(|e| {
-        anyhow!(
-            "--expires {text:?}: not a duration (`30d`, `12h`) or an RFC 3339 time ({})",
-            e.hint
-        )
-    })?;
-    let d = jiff::SignedDuration::try_from(d).context("--expires is too long")?;
-    Ok(format_time(
-        Timestamp::now()
-            .checked_add(d)
-            .context("--expires is too far away")?,
-    ))
+    Ok(format_time(t))
 }
 
 /// `berth grant NAME`: approve what the installed version asks for.
