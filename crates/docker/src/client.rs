@@ -391,6 +391,17 @@ impl DockerClient {
             .map_err(|e| Error::from_engine("remove the container", &format!("container {id}"), e))
     }
 
+    /// [`DockerClient::remove_container`], where a container already gone or already being
+    /// removed is no error; `true` when this call removed it.
+    pub async fn remove_container_if_present(&self, id: &str) -> Result<bool> {
+        match self.remove_container(id).await {
+            Ok(()) => Ok(true),
+            // 409: removal of this container is already in progress.
+            Err(Error::NotFound { .. } | Error::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Ids of the containers, running or not, that match every engine filter given
     /// (`("label", "k=v")`, `("ancestor", "image:tag")`, …).
     pub async fn container_ids(&self, filters: &[(&str, &str)]) -> Result<Vec<String>> {

@@ -113,12 +113,8 @@ impl DockerClient {
         let filters = instance_filter(instance);
         let mut removed = Removed::default();
         for c in self.list_managed(instance).await? {
-            match self.remove_container(&c.id).await {
-                Ok(()) => removed.containers += 1,
-                Err(Error::NotFound { .. }) => {}
-                // 409: removal of this container is already in progress.
-                Err(Error::Conflict { .. }) => {}
-                Err(e) => return Err(e),
+            if self.remove_container_if_present(&c.id).await? {
+                removed.containers += 1;
             }
         }
         let networks = self.instance_networks(instance).await?;
@@ -162,24 +158,18 @@ impl DockerClient {
 
     /// Removes what an uninstalled plugin left behind: its containers (forcibly) and its
     /// network. Its volumes stay (they hold the plugin's data until `berth dev down`).
-    pub async fn remove_plugin_leftovers(
-        &self,
-        instance: &Instance,
-        plugin: &str,
-        network: &str,
-    ) -> Result<()> {
+    pub async fn remove_plugin_leftovers(&self, instance: &Instance, plugin: &str) -> Result<()> {
         for c in self
             .list_managed(instance)
             .await?
             .into_iter()
             .filter(|c| c.plugin.as_deref() == Some(plugin))
         {
-            match self.remove_container(&c.id).await {
-                Ok(()) | Err(Error::NotFound { .. }) | Err(Error::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            self.remove_container_if_present(&c.id).await?;
         }
-        self.remove_network_detaching(network).await.map(|_| ())
+        self.remove_network_detaching(&instance.plugin_network(plugin))
+            .await
+            .map(|_| ())
     }
 
     /// The plugins that have a network of `instance`.

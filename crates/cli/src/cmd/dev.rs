@@ -336,7 +336,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     config.mounts = args.mounts.iter().cloned().collect::<HashMap<_, _>>();
     config.ready_timeout = args.ready_timeout;
     let store = Arc::new(store);
-    let watch = args.watch;
+    // The watcher writes through a connection of its own, as a command would, so the
+    // supervisor sees its changes the way it sees every command's.
+    let watch = if args.watch {
+        Some(args.state.open()?.1)
+    } else {
+        None
+    };
     let code = runtime.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Notice>();
         let printer = tokio::spawn(async move {
@@ -362,8 +368,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("metrics:  {url}/metrics");
         println!("state:    {}", dir.display());
         println!("Ctrl-C stops supervising; plugins keep running until `berth dev down`");
-        if watch {
-            tokio::spawn(watch_sources(store.clone()));
+        if let Some(watch_store) = watch {
+            tokio::spawn(watch_sources(watch_store));
         }
         supervisor.run(berth_plugin_sdk::shutdown_signal()).await;
         printer.abort();
@@ -406,7 +412,7 @@ fn newest_change(dir: &Path) -> Option<SystemTime> {
 
 /// `--watch`: polls each installed plugin's build folder; when it changed and then stayed
 /// quiet for a moment (debounce), rebuilds the image and tells the supervisor.
-async fn watch_sources(store: Arc<Store>) {
+async fn watch_sources(store: Store) {
     const QUIET: Duration = Duration::from_millis(400);
     let mut seen: HashMap<PathBuf, SystemTime> = HashMap::new();
     let mut pending: HashMap<PathBuf, (Instant, String)> = HashMap::new();

@@ -168,6 +168,8 @@ pub struct Supervisor {
     /// Uninstalled plugins whose containers and network go when due (after the drain), and
     /// the attempts made; a reinstall before then keeps the network.
     leftovers: BTreeMap<String, (Instant, u32)>,
+    /// The store's data version when last read ([`Store::data_version`]).
+    last_data_version: u64,
 }
 
 impl Supervisor {
@@ -215,6 +217,7 @@ impl Supervisor {
             usage_targets: Arc::default(),
             installed: Vec::new(),
             leftovers: BTreeMap::new(),
+            last_data_version: 0,
         };
         me.adopt().await?;
         Ok(me)
@@ -269,12 +272,15 @@ impl Supervisor {
                     }
                 },
                 _ = tick.tick() => {
-                    if self.stop_requested() {
-                        self.notice(None, "stopping: `berth dev down` asked for it".into());
-                        break;
-                    }
-                    if self.store_changed() {
-                        self.reconcile().await;
+                    // Commands write from other connections; nothing to read until one has.
+                    if self.store_moved() {
+                        if self.stop_requested() {
+                            self.notice(None, "stopping: `berth dev down` asked for it".into());
+                            break;
+                        }
+                        if self.store_changed() {
+                            self.reconcile().await;
+                        }
                     }
                     self.restart_due().await;
                     self.remove_leftovers().await;
@@ -301,6 +307,19 @@ impl Supervisor {
             .details(details);
         if let Err(e) = self.store.append_audit(vec![event]) {
             self.notice(Some(plugin), format!("cannot write the audit log: {e}"));
+        }
+    }
+
+    /// Whether another connection (a command, the gateway's audit writer) has committed to
+    /// the store since the last call.
+    fn store_moved(&mut self) -> bool {
+        match self.store.data_version() {
+            Ok(v) if v == self.last_data_version => false,
+            Ok(v) => {
+                self.last_data_version = v;
+                true
+            }
+            Err(_) => true,
         }
     }
 
@@ -983,10 +1002,9 @@ impl Supervisor {
             if self.plugins.contains_key(&name) {
                 continue;
             }
-            let network = self.instance.plugin_network(&name);
             if let Err(e) = self
                 .docker
-                .remove_plugin_leftovers(&self.instance, &name, &network)
+                .remove_plugin_leftovers(&self.instance, &name)
                 .await
             {
                 if tries < 3 {
