@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use berth_api::risk::{PermissionItem, item_covers, items};
-use berth_api::{Permissions, Phase, Plugin, PluginCall, PluginGrant, RiskTier};
-use berth_gateway::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory};
+use berth_api::approval::allowed_calls;
+use berth_api::{Phase, Plugin, PluginGrant, RiskTier};
+use berth_contract::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use crate::approval::decide;
 use crate::render::{MANAGED_BY, PORT_NAME};
 
 /// Label the EndpointSlice controller puts on every slice, naming its Service.
@@ -144,7 +143,7 @@ pub fn entries(
                 .with_phase(phase)
                 .with_revision(plugin.metadata.generation.unwrap_or(1).max(1) as u64)
                 .with_endpoints(endpoints)
-                .with_granted_calls(granted_calls(plugin, &own, now, auto_approve))
+                .with_granted_calls(allowed_calls(plugin, &own, now, auto_approve))
         })
         .collect()
 }
@@ -189,61 +188,9 @@ fn ready_endpoints(name: &str, slices: &[Arc<EndpointSlice>]) -> Vec<Endpoint> {
         .collect()
 }
 
-/// The inter-plugin calls a plugin may make: all it asks for when approved, else each call
-/// an unexpired grant covers.
-fn granted_calls(
-    plugin: &Plugin,
-    grants: &[&PluginGrant],
-    now: Timestamp,
-    auto_approve: RiskTier,
-) -> Vec<PluginCall> {
-    let requested = &plugin.spec.permissions.plugins;
-    let decision = decide(
-        &plugin.spec.permissions,
-        &plugin.spec.hooks,
-        grants,
-        now,
-        auto_approve,
-    );
-    if decision.approval.is_approved() {
-        return requested.clone();
-    }
-    let held: Vec<PermissionItem> = grants
-        .iter()
-        .filter(|g| !g.spec.is_expired(now))
-        .flat_map(|g| items(&g.spec.permissions))
-        .collect();
-    requested
-        .iter()
-        .filter_map(|call| {
-            let capabilities: Vec<String> = call
-                .capabilities
-                .iter()
-                .filter(|capability| {
-                    let wanted = items(&Permissions {
-                        plugins: vec![PluginCall {
-                            name: call.name.clone(),
-                            capabilities: vec![(*capability).clone()],
-                        }],
-                        ..Permissions::default()
-                    });
-                    wanted
-                        .iter()
-                        .all(|w| held.iter().any(|h| item_covers(h, w)))
-                })
-                .cloned()
-                .collect();
-            (!capabilities.is_empty()).then(|| PluginCall {
-                name: call.name.clone(),
-                capabilities,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use berth_api::{EgressRule, PluginGrantSpec, PluginStatus};
+    use berth_api::{EgressRule, Permissions, PluginCall, PluginGrantSpec, PluginStatus};
     use serde_json::json;
 
     use super::*;

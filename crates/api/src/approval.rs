@@ -1,8 +1,9 @@
 //! May a plugin run with what it asks for? Risk tier, auto-approval and grant coverage.
 
-use crate::risk::{PermissionItem, coverage};
+use crate::risk::{PermissionItem, coverage, item_covers, items};
 use crate::{
-    HookSubscription, Permissions, PluginGrant, RiskAssessment, RiskTier, assess, validate_grant,
+    HookSubscription, Permissions, Plugin, PluginCall, PluginGrant, RiskAssessment, RiskTier,
+    assess, validate_grant,
 };
 use jiff::Timestamp;
 
@@ -53,11 +54,7 @@ pub fn decide(
     auto_approve: RiskTier,
 ) -> Decision {
     let risk = assess(requested, hooks);
-    let usable: Vec<&PluginGrant> = grants
-        .iter()
-        .copied()
-        .filter(|g| !g.spec.is_expired(now) && !validate_grant(g).iter().any(|p| p.is_error()))
-        .collect();
+    let usable: Vec<&PluginGrant> = usable(grants, now).collect();
     let next_expiry = usable
         .iter()
         .filter_map(|g| g.spec.expiry().and_then(Result::ok))
@@ -99,6 +96,72 @@ pub fn decide(
         },
         approval,
     }
+}
+
+/// The one rule for who may call whom: the inter-plugin calls `plugin` may make now.
+///
+/// All it asks for when [`decide`] approves it (auto-approved at or under `auto_approve`,
+/// or every item covered by grants); otherwise each requested capability that some usable
+/// grant covers on its own — a partial grant allows what it names and nothing more.
+/// `grants` are the grants naming this plugin; expired and invalid ones cover nothing, and
+/// a revoked grant is simply absent. The gateway's static directory, the operator's
+/// cluster directory and the local supervisor all call this.
+pub fn allowed_calls(
+    plugin: &Plugin,
+    grants: &[&PluginGrant],
+    now: Timestamp,
+    auto_approve: RiskTier,
+) -> Vec<PluginCall> {
+    let requested = &plugin.spec.permissions.plugins;
+    let decision = decide(
+        &plugin.spec.permissions,
+        &plugin.spec.hooks,
+        grants,
+        now,
+        auto_approve,
+    );
+    if decision.approval.is_approved() {
+        return requested.clone();
+    }
+    let held: Vec<PermissionItem> = usable(grants, now)
+        .flat_map(|g| items(&g.spec.permissions))
+        .collect();
+    requested
+        .iter()
+        .filter_map(|call| {
+            let capabilities: Vec<String> = call
+                .capabilities
+                .iter()
+                .filter(|capability| {
+                    items(&Permissions {
+                        plugins: vec![PluginCall {
+                            name: call.name.clone(),
+                            capabilities: vec![(*capability).clone()],
+                        }],
+                        ..Permissions::default()
+                    })
+                    .iter()
+                    .all(|wanted| held.iter().any(|h| item_covers(h, wanted)))
+                })
+                .cloned()
+                .collect();
+            (!capabilities.is_empty()).then(|| PluginCall {
+                name: call.name.clone(),
+                capabilities,
+            })
+        })
+        .collect()
+}
+
+/// The grants that can cover anything at `now`: unexpired and valid.
+fn usable<'a>(
+    grants: &'a [&'a PluginGrant],
+    now: Timestamp,
+) -> impl Iterator<Item = &'a PluginGrant> + 'a {
+    grants
+        .iter()
+        .copied()
+        .filter(move |g| !g.spec.is_expired(now) && !validate_grant(g).iter().any(|p| p.is_error()))
 }
 
 /// Uncovered items as one line: the first few, then how many more.

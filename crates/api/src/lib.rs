@@ -15,6 +15,7 @@ pub mod permissions;
 pub mod plugin;
 pub mod problem;
 pub mod quantity;
+pub mod resources;
 pub mod risk;
 pub mod validate;
 
@@ -31,5 +32,6 @@ pub use plugin::{
 };
 pub use problem::{Problem, Severity};
 pub use quantity::{DurationString, Quantity};
+pub use resources::ResolvedResources;
 pub use risk::{RiskAssessment, RiskTier, assess};
-pub use validate::{ResolvedResources, validate_grant, validate_plugin};
+pub use validate::{validate_grant, validate_plugin};

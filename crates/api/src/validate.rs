@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use serde_json::Value;
@@ -12,176 +11,12 @@ use serde_json::Value;
 use crate::grant::PluginGrant;
 use crate::hooks;
 use crate::permissions::{EgressRule, Permissions};
-use crate::plugin::{Plugin, PluginSpec, Resources};
+use crate::plugin::{Plugin, PluginSpec};
 use crate::problem::Problem;
-use crate::quantity::Quantity;
+use crate::resources::resolve_resources;
 
-/// Smallest memory limit a plugin may ask for.
-pub const MIN_MEMORY_BYTES: u64 = 4 * 1024 * 1024;
-/// Largest memory limit a plugin may ask for.
-pub const MAX_MEMORY_BYTES: u64 = 64 * 1024 * 1024 * 1024;
-/// Smallest CPU limit, in millicores.
-pub const MIN_CPU_MILLIS: u64 = 10;
-/// Largest CPU limit, in millicores.
-pub const MAX_CPU_MILLIS: u64 = 64_000;
-/// Largest `/tmp`.
-pub const MAX_TMP_BYTES: u64 = 4 * 1024 * 1024 * 1024;
-/// Longest invocation deadline.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// Shortest invocation deadline.
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Environment variable prefix reserved for the runtime.
 pub const RESERVED_ENV_PREFIX: &str = "BERTH_";
-
-/// Limits with every quantity parsed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResolvedResources {
-    /// CPU limit in millicores.
-    pub cpu_millis: u64,
-    /// Memory limit in bytes.
-    pub memory_bytes: u64,
-    /// Process limit.
-    pub pids: i64,
-    /// `/tmp` size in bytes.
-    pub tmp_bytes: u64,
-    /// Invocation deadline.
-    pub timeout: Duration,
-    /// Invocations in flight at once.
-    pub max_concurrency: u32,
-}
-
-impl Resources {
-    /// Parses every limit; the problems name the field under `spec.resources`.
-    pub fn resolve(&self) -> Result<ResolvedResources, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let resolved = resolve_resources(self, &mut problems);
-        match resolved {
-            Some(r) if problems.is_empty() => Ok(r),
-            _ => Err(problems),
-        }
-    }
-}
-
-fn resolve_resources(r: &Resources, problems: &mut Vec<Problem>) -> Option<ResolvedResources> {
-    let quantity = |q: &Quantity, field: &str, problems: &mut Vec<Problem>, cpu: bool| {
-        let parsed = if cpu { q.millis() } else { q.bytes() };
-        parsed
-            .map_err(|e| {
-                problems
-                    .push(Problem::error(format!("spec.resources.{field}"), e.message).hint(e.hint))
-            })
-            .ok()
-    };
-    let cpu = quantity(&r.cpu, "cpu", problems, true);
-    let memory = quantity(&r.memory, "memory", problems, false);
-    let tmp = quantity(&r.tmp, "tmp", problems, false);
-    let timeout = r
-        .timeout
-        .duration()
-        .map_err(|e| {
-            problems.push(Problem::error("spec.resources.timeout", e.message).hint(e.hint))
-        })
-        .ok();
-    if let Some(cpu) = cpu {
-        if cpu < MIN_CPU_MILLIS {
-            problems.push(
-                Problem::error(
-                    "spec.resources.cpu",
-                    format!("{} is below the minimum of 10m", r.cpu),
-                )
-                .hint("ask for at least \"10m\""),
-            );
-        } else if cpu > MAX_CPU_MILLIS {
-            problems.push(
-                Problem::error(
-                    "spec.resources.cpu",
-                    format!("{} is above the maximum of 64 cores", r.cpu),
-                )
-                .hint("ask for at most \"64\""),
-            );
-        }
-    }
-    if let Some(memory) = memory {
-        if memory < MIN_MEMORY_BYTES {
-            problems.push(
-                Problem::error(
-                    "spec.resources.memory",
-                    format!("{} is below the minimum of 4Mi", r.memory),
-                )
-                .hint("ask for at least \"4Mi\""),
-            );
-        } else if memory > MAX_MEMORY_BYTES {
-            problems.push(
-                Problem::error(
-                    "spec.resources.memory",
-                    format!("{} is above the maximum of 64Gi", r.memory),
-                )
-                .hint("ask for at most \"64Gi\""),
-            );
-        }
-    }
-    if let Some(tmp) = tmp {
-        if tmp == 0 {
-            problems.push(
-                Problem::error("spec.resources.tmp", "a zero-sized /tmp cannot be mounted")
-                    .hint("ask for at least \"1Mi\""),
-            );
-        } else if tmp > MAX_TMP_BYTES {
-            problems.push(
-                Problem::error(
-                    "spec.resources.tmp",
-                    format!("{} is above the maximum of 4Gi", r.tmp),
-                )
-                .hint("ask for at most \"4Gi\"; mount a volume for more"),
-            );
-        }
-    }
-    if let Some(timeout) = timeout {
-        if timeout > MAX_TIMEOUT {
-            problems.push(
-                Problem::error(
-                    "spec.resources.timeout",
-                    format!("{} is longer than the maximum of 15m", r.timeout),
-                )
-                .hint("use at most \"15m\"; long work belongs in a job, not an invocation"),
-            );
-        } else if timeout < MIN_TIMEOUT {
-            problems.push(
-                Problem::error(
-                    "spec.resources.timeout",
-                    format!("{} is shorter than the minimum of 10ms", r.timeout),
-                )
-                .hint("use at least \"10ms\""),
-            );
-        }
-    }
-    if !(1..=32768).contains(&r.pids) {
-        problems.push(
-            Problem::error(
-                "spec.resources.pids",
-                format!("{} is outside 1..32768", r.pids),
-            )
-            .hint("the default is 64"),
-        );
-    }
-    if r.max_concurrency == 0 || r.max_concurrency > 100_000 {
-        problems.push(
-            Problem::error(
-                "spec.resources.maxConcurrency",
-                format!("{} is outside 1..100000", r.max_concurrency),
-            )
-            .hint("the default is 64"),
-        );
-    }
-    Some(ResolvedResources {
-        cpu_millis: cpu?,
-        memory_bytes: memory?,
-        pids: r.pids,
-        tmp_bytes: tmp?,
-        timeout: timeout?,
-        max_concurrency: r.max_concurrency,
-    })
-}
 
 /// True for a DNS-1123 label: lower-case alphanumerics and `-`, at most 63 characters.
 pub fn is_dns_label(s: &str) -> bool {
@@ -791,8 +626,11 @@ pub fn validate_grant(grant: &PluginGrant) -> Vec<Problem> {
 pub(crate) mod tests {
     use super::*;
     use crate::permissions::{Access, FilesystemMount, SecretRef};
+    use crate::plugin::Resources;
     use crate::plugin::{Capability, CapabilityExample, Dependency, HookMode, HookSubscription};
+    use crate::quantity::Quantity;
     use serde_json::json;
+    use std::time::Duration;
 
     pub(crate) fn plugin(name: &str) -> Plugin {
         let mut p = Plugin::new(

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use berth_api::Plugin;
 use berth_api::load::load_single_plugin;
+use berth_docker::hardening::container_env;
 use berth_docker::{
     ContainerEvent, ContainerOptions, DockerClient, EventAction, FilesystemSource, INSTANCE_LABEL,
     Instance, MANAGED_BY_LABEL, NotReady, PLUGIN_LABEL, REVISION_LABEL, ROLE_LABEL,
@@ -180,7 +181,7 @@ async fn start_probe_with(
         &ContainerOptions {
             image: PROBE_IMAGE.into(),
             network: network.clone(),
-            env: Vec::new(),
+            env: container_env(&plugin, None, None).unwrap(),
             labels: instance.plugin_labels(name, 1, "0000"),
             filesystem,
             scratch_filesystem: false,
@@ -188,7 +189,7 @@ async fn start_probe_with(
     )
     .unwrap();
     let id = docker
-        .run_container(&instance.plugin_container(name, 1), config)
+        .run_container(&instance.plugin_container_name(name, 1), config)
         .await
         .unwrap();
     let address = docker
@@ -609,13 +610,14 @@ async fn plugin_cannot_reach_another_plugin_directly() {
         &ContainerOptions {
             image: PROBE_IMAGE.into(),
             network: edge.clone(),
+            env: container_env(&plugin, None, None).unwrap(),
             labels: instance.gateway_labels(),
             ..Default::default()
         },
     )
     .unwrap();
     let gateway = docker
-        .run_container(&instance.gateway_container(), gateway_config)
+        .run_container(&instance.gateway_container_name(), gateway_config)
         .await
         .unwrap();
     for network in [&a.network, &b.network] {
@@ -738,7 +740,7 @@ async fn limits_are_applied_to_the_container() {
         .collect();
     assert_eq!(plugins.len(), 1, "{plugins:?}");
     assert_eq!(plugins[0].id, probe.id);
-    assert_eq!(plugins[0].name, instance.plugin_container("probe", 1));
+    assert_eq!(plugins[0].name, instance.plugin_container_name("probe", 1));
     assert_eq!(plugins[0].plugin.as_deref(), Some("probe"));
     assert_eq!(plugins[0].revision, Some(1));
     assert_eq!(plugins[0].manifest_sha256.as_deref(), Some("0000"));
@@ -936,6 +938,7 @@ async fn wait_ready_accepts_a_matching_plugin_and_names_a_describe_mismatch() {
         &ContainerOptions {
             image: PROBE_IMAGE.into(),
             network: network.clone(),
+            env: container_env(&plugin, None, None).unwrap(),
             labels: instance.plugin_labels("probe", 1, "0000"),
             ..Default::default()
         },
@@ -943,7 +946,7 @@ async fn wait_ready_accepts_a_matching_plugin_and_names_a_describe_mismatch() {
     .unwrap();
     let started = Instant::now();
     let id = docker
-        .run_container(&instance.plugin_container("probe", 1), config)
+        .run_container(&instance.plugin_container_name("probe", 1), config)
         .await
         .unwrap();
     let created = started.elapsed();

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use berth_docker::{BuildContext, BuildRequest, DockerClient, MANAGED_BY_LABEL, MANIFEST_LABEL};
+use berth_contract::protocol::MANIFEST_LABEL;
+use berth_docker::{BuildContext, BuildRequest, DockerClient, MANAGED_BY_LABEL};
 
 mod support;
 

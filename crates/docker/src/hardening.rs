@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use berth_api::Plugin;
 use berth_api::permissions::Access;
+use berth_contract::env::{DeploymentFacts, EnvSource, GatewayAccess, plugin_environment};
 use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountType, RestartPolicy, RestartPolicyNameEnum,
 };
@@ -26,7 +27,7 @@ pub struct ContainerOptions {
     pub image: String,
     /// Network to attach to.
     pub network: String,
-    /// Extra environment (`BERTH_GATEWAY_URL`, `BERTH_PLUGIN_TOKEN`, …).
+    /// The plugin's whole environment, as [`container_env`] builds it.
     pub env: Vec<(String, String)>,
     /// Labels for the container.
     pub labels: HashMap<String, String>,
@@ -45,6 +46,64 @@ pub enum FilesystemSource {
     Volume(String),
     /// A directory on the host (it must exist).
     HostDir(PathBuf),
+}
+
+/// Local secrets: the parsed secrets file (`NAME=value` or `NAME.KEY=value` lines) and how
+/// to name it in an error.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalSecrets<'a> {
+    /// Entries by `NAME` or `NAME.KEY`.
+    pub values: &'a HashMap<String, String>,
+    /// The file, as a user would name it.
+    pub file: &'a str,
+}
+
+/// A plugin container's environment as `(name, value)` pairs, from the one definition in
+/// `berth-contract`: the protocol's variables (with the gateway's URL and the plugin's
+/// token when `gateway` is given), then each of `permissions.secrets` looked up in
+/// `secrets`. Without `secrets` (a plugin run alone by `berth plugin test`) no secret is
+/// given. The first secret missing from the file is an error naming its field.
+pub fn container_env(
+    plugin: &Plugin,
+    gateway: Option<(String, String)>,
+    secrets: Option<LocalSecrets<'_>>,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let facts = DeploymentFacts {
+        gateway: gateway.map(|(url, token)| GatewayAccess {
+            url,
+            token: EnvSource::Value(token),
+        }),
+    };
+    let wanted = match secrets {
+        Some(_) => plugin.spec.permissions.secrets.as_slice(),
+        None => &[],
+    };
+    let mut secret_index = 0;
+    plugin_environment(plugin, &facts, wanted)
+        .into_iter()
+        .map(|var| match (var.source, secrets) {
+            (EnvSource::Value(value), _) => Ok((var.name, value)),
+            (EnvSource::Secret { name, key, .. }, Some(secrets)) => {
+                let i = secret_index;
+                secret_index += 1;
+                let entry = match key {
+                    Some(k) => format!("{name}.{k}"),
+                    None => name,
+                };
+                match secrets.values.get(&entry) {
+                    Some(value) => Ok((var.name, value.clone())),
+                    None => Err(format!(
+                        "spec.permissions.secrets[{i}]: secret {entry:?} is not in {} (add a line `{entry}=…`)",
+                        secrets.file
+                    )),
+                }
+            }
+            (EnvSource::Secret { .. }, None) => Err(format!(
+                "{}: no secrets are given to a plugin run alone",
+                var.name
+            )),
+        })
+        .collect()
 }
 
 /// The container configuration for `plugin` under `options`.
@@ -103,12 +162,11 @@ pub fn plugin_container(
             ..Default::default()
         });
     }
-    let mut env = vec![
-        format!("BERTH_PORT={}", plugin.spec.port),
-        format!("BERTH_PLUGIN_NAME={}", plugin.name()),
-        format!("BERTH_PLUGIN_VERSION={}", plugin.spec.version),
-    ];
-    env.extend(options.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let env: Vec<String> = options
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     Ok(ContainerCreateBody {
         image: Some(options.image.clone()),
         user: Some(PLUGIN_USER.into()),
@@ -172,7 +230,12 @@ spec:
         ContainerOptions {
             image: "berth/calc:0.1.0".into(),
             network: "berth-test".into(),
-            env: vec![("BERTH_GATEWAY_URL".into(), "http://gw:8080".into())],
+            env: container_env(
+                &plugin(CALC),
+                Some(("http://gw:8080".into(), "t0ken".into())),
+                None,
+            )
+            .unwrap(),
             labels: HashMap::from([("dev.berth.managed-by".into(), "test".into())]),
             filesystem: HashMap::new(),
             scratch_filesystem: scratch,
@@ -245,8 +308,56 @@ spec:
                 "BERTH_PORT=9000",
                 "BERTH_PLUGIN_NAME=calc",
                 "BERTH_PLUGIN_VERSION=0.1.0",
-                "BERTH_GATEWAY_URL=http://gw:8080"
+                "BERTH_GATEWAY_URL=http://gw:8080",
+                "BERTH_PLUGIN_TOKEN=t0ken"
             ]
+        );
+    }
+
+    #[test]
+    fn secrets_file_entries_become_plugin_env() {
+        let yaml = CALC.replace(
+            "  permissions:\n",
+            "  permissions:\n    secrets: [{name: db, key: password, env: DB_PASSWORD}, {name: api, env: API_KEY}]\n",
+        );
+        let p = plugin(&yaml);
+        let values = HashMap::from([
+            ("db.password".to_owned(), "pw=1".to_owned()),
+            ("api".to_owned(), "abc".to_owned()),
+        ]);
+        let secrets = LocalSecrets {
+            values: &values,
+            file: "s.env",
+        };
+        let env = container_env(&p, None, Some(secrets)).unwrap();
+        assert_eq!(
+            env[3..],
+            [
+                ("DB_PASSWORD".to_owned(), "pw=1".to_owned()),
+                ("API_KEY".to_owned(), "abc".to_owned())
+            ]
+        );
+        let empty = HashMap::new();
+        let missing = container_env(
+            &p,
+            None,
+            Some(LocalSecrets {
+                values: &empty,
+                file: "s.env",
+            }),
+        )
+        .unwrap_err();
+        assert!(
+            missing.starts_with("spec.permissions.secrets[0]: ")
+                && missing.contains("db.password")
+                && missing.contains("s.env"),
+            "{missing}"
+        );
+        let alone = container_env(&p, None, None).unwrap();
+        assert_eq!(
+            alone.len(),
+            3,
+            "a plugin run alone gets no secrets: {alone:?}"
         );
     }
 

@@ -103,12 +103,12 @@ impl Instance {
     }
 
     /// The gateway container's name: `berth-{id}-gateway`.
-    pub fn gateway_container(&self) -> String {
+    pub fn gateway_container_name(&self) -> String {
         format!("berth-{}-gateway", self.id)
     }
 
     /// The name of a plugin's container at `revision`: `berth-{id}-{plugin}-r{revision}`.
-    pub fn plugin_container(&self, plugin: &str, revision: u64) -> String {
+    pub fn plugin_container_name(&self, plugin: &str, revision: u64) -> String {
         format!("berth-{}-{plugin}-r{revision}", self.id)
     }
 
@@ -151,8 +151,11 @@ mod tests {
         let i = Instance::from_id("0123456789");
         assert_eq!(i.plugin_network("calc"), "berth-0123456789-calc");
         assert_eq!(i.edge_network(), "berth-0123456789-edge");
-        assert_eq!(i.gateway_container(), "berth-0123456789-gateway");
-        assert_eq!(i.plugin_container("calc", 3), "berth-0123456789-calc-r3");
+        assert_eq!(i.gateway_container_name(), "berth-0123456789-gateway");
+        assert_eq!(
+            i.plugin_container_name("calc", 3),
+            "berth-0123456789-calc-r3"
+        );
         assert_eq!(i.volume("calc", "ws"), "berth-0123456789-calc-ws");
     }
 

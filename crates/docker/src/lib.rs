@@ -8,9 +8,15 @@
 //! address-less internal network; [`managed`] finds and removes an instance's objects;
 //! [`volumes`] creates its volumes writable by the plugin user; [`events`] and [`usage`]
 //! watch its containers; [`readiness`] tells when a started plugin may take traffic.
+//!
+//! Local mode runs on top: [`supervisor`] keeps the installed plugins and the gateway
+//! container running (a pure plan and restart policy, with the engine behind a trait a test
+//! can fake), and [`control`] is the control plane the CLI's commands call — the state
+//! directory, install, grants, and the wait for the supervisor's outcome.
 
 pub mod client;
 pub mod context;
+pub mod control;
 pub mod error;
 pub mod events;
 pub mod hardening;
@@ -34,8 +40,6 @@ pub use managed::{ManagedContainer, Removed};
 pub use readiness::{Describe, NotReady, describe_differences, wait_ready, wait_ready_with};
 pub use usage::Usage;
 
-/// Image label that carries the plugin's manifest (`berth.yaml`, verbatim).
-pub const MANIFEST_LABEL: &str = "dev.berth.manifest";
 /// Label on every container, network and image Berth creates; its value names the creator.
 pub const MANAGED_BY_LABEL: &str = "dev.berth.managed-by";
 /// The non-root user and group every plugin runs as.

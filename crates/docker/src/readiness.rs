@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-pub use berth_plugin_sdk::protocol::{Describe, DescribedCapability, DescribedHook};
+pub use berth_contract::protocol::{Describe, DescribedCapability, DescribedHook};
 
 /// Pause between two health polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -218,7 +218,7 @@ async fn get(
         let response = client
             .request(request)
             .await
-            .map_err(|e| berth_gateway::upstream::describe(&e))?;
+            .map_err(|e| berth_contract::error_chain(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_DESCRIBE_BYTES)
             .collect()

@@ -107,7 +107,7 @@ async fn probe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Res
             .client
             .request(request)
             .await
-            .map_err(|e| crate::upstream::describe(&e))?;
+            .map_err(|e| berth_contract::error_chain(&e))?;
         let status = answer.status().as_u16();
         let bytes = http_body_util::Limited::new(answer.into_body(), PROBE_MAX_ANSWER)
             .collect()

@@ -283,8 +283,8 @@ impl Summarizer {
                 AuditEvent::new("gateway", types::INVOCATION_SUMMARY, "success")
                     .plugin(plugin)
                     .details(json!({
-                        "from": berth_store::audit::format_time(self.since),
-                        "to": berth_store::audit::format_time(now),
+                        "from": berth_store::format_time(self.since),
+                        "to": berth_store::format_time(now),
                         "invocations": calls,
                         "capabilities": capabilities,
                     })),

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
@@ -224,37 +223,7 @@ impl TokenStore {
     }
 }
 
-/// The SHA-256 digest of a token.
-pub fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// `sha256:HEX` of a token, as written in tokens files.
-pub fn digest_line(token: &str) -> String {
-    format_digest(&digest(token))
-}
-
-/// `sha256:HEX` of a digest: the form of tokens files and of pushed directory snapshots.
-pub(crate) fn format_digest(digest: &[u8; 32]) -> String {
-    format!("sha256:{}", berth_store::audit::hex(digest))
-}
-
-/// Parses `sha256:HEX` (64 hex digits) into a digest.
-pub(crate) fn parse_digest(s: &str) -> Result<[u8; 32], String> {
-    let hex = s
-        .strip_prefix("sha256:")
-        .ok_or_else(|| format!("{s:?} must start with sha256: (store digests, not tokens)"))?;
-    // `from_str_radix` alone would accept a `+` sign in front of a digit.
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("a sha256 digest has 64 hex digits".into());
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).map_err(|_| "not hex".to_string())?;
-        out[i] = u8::from_str_radix(text, 16).map_err(|_| format!("{text:?} is not hex"))?;
-    }
-    Ok(out)
-}
+use berth_contract::credential::{digest, parse_digest};
 
 /// The bearer token of a request, if it has a well-formed `Authorization` header.
 pub fn bearer(headers: &HeaderMap) -> Result<&str> {
@@ -277,17 +246,10 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str> {
     Ok(token.trim())
 }
 
-/// Random token text (64 hex digits from the OS's random source).
-pub fn generate_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(berth_store::audit::hex(&bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_contract::credential::digest_line;
 
     #[test]
     fn tokens_file_is_parsed_into_principals() {

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_api::RiskTier;
+
 /// Where audit events go.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditSinkKind {
@@ -29,6 +31,16 @@ pub struct Config {
         value_name = "PATH"
     )]
     pub plugins: Vec<PathBuf>,
+
+    /// The highest risk tier whose inter-plugin calls are allowed without a grant, with
+    /// `--backend static` or `kubernetes` (must match the operator's).
+    #[arg(
+        long,
+        env = "BERTH_AUTO_APPROVE_TIER",
+        default_value = "low",
+        value_name = "TIER"
+    )]
+    pub auto_approve_tier: RiskTier,
 
     /// Where a plugin is served: NAME=http://HOST:PORT (repeat for more instances).
     #[arg(long = "endpoint", env = "BERTH_ENDPOINTS", value_delimiter = ',', value_parser = parse_endpoint, value_name = "NAME=URL")]
@@ -117,6 +129,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             plugins: Vec::new(),
             endpoints: Vec::new(),
+            auto_approve_tier: RiskTier::Low,
             tokens_file: None,
             tokens: None,
             store: PathBuf::from(".berth/berth.db"),
@@ -154,7 +167,7 @@ pub fn parse_endpoint(s: &str) -> Result<(String, String), String> {
     let (name, url) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected NAME=http://HOST:PORT"))?;
-    crate::directory::Endpoint::parse(url).map_err(|e| e.to_string())?;
+    berth_contract::Endpoint::parse(url).map_err(|e| e.to_string())?;
     Ok((name.trim().to_owned(), url.trim().to_owned()))
 }
 

@@ -9,6 +9,23 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
+/// Directory data a backend handed over: a bad endpoint is a configuration error (the
+/// static backend's flags); a pushed snapshot or observations that do not check are a
+/// 400 naming the field.
+impl From<berth_contract::Error> for Error {
+    fn from(e: berth_contract::Error) -> Self {
+        match e {
+            berth_contract::Error::Endpoint { .. } => Error::Config(e.to_string()),
+            berth_contract::Error::Snapshot(_) | berth_contract::Error::Observations(_) => {
+                Error::BadRequest {
+                    code: e.code(),
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
 /// What can go wrong in the gateway, at start-up or on a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

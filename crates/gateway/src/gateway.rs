@@ -13,15 +13,15 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::audit::{Auditor, Summarizer};
-use crate::auth::{Principal, TokenStore, bearer, digest};
+use berth_contract::credential::digest;
+
+use crate::auth::{Principal, TokenStore, bearer};
 use crate::breaker::CircuitBreaker;
 use crate::config::Config;
-use crate::directory::{
-    DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory,
-};
 use crate::metrics::Metrics;
 use crate::upstream::{self, HttpClient};
 use crate::{Error, Result};
+use berth_contract::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory};
 
 /// The limits and timings the request path uses, taken from [`Config`].
 #[derive(Clone, Debug)]
@@ -415,7 +415,7 @@ impl Gateway {
 
     /// A request id: the caller's, when it sent a sane one, or a fresh one.
     pub(crate) fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(v) = headers.get(upstream::REQUEST_ID)
+        if let Some(v) = headers.get(berth_contract::protocol::HEADER_REQUEST_ID)
             && (1..=128).contains(&v.len())
             && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
         {

@@ -21,11 +21,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::breaker::AdmissionGuard;
-use crate::directory::PluginEntry;
 use crate::gateway::Gateway;
 use crate::invoke::{deadline_budget, read_body};
 use crate::upstream::{self, Call, CallError};
 use crate::{Error, Result};
+use berth_contract::PluginEntry;
 
 /// What happened to one delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -115,7 +115,7 @@ pub(crate) async fn publish(
     };
     response
         .headers_mut()
-        .insert(upstream::REQUEST_ID, request_id);
+        .insert(berth_contract::protocol::HEADER_REQUEST_ID, request_id);
     response
 }
 

@@ -16,10 +16,10 @@ use tokio::time::Instant;
 
 use crate::auth::Principal;
 use crate::breaker::{AdmissionGuard, BreakerState};
-use crate::directory::PluginEntry;
 use crate::gateway::{Gateway, PluginRuntime};
 use crate::upstream::{self, Answer, Call, CallError};
 use crate::{Error, Result};
+use berth_contract::PluginEntry;
 
 /// Header set on answers that carry a plugin's own 4xx error.
 pub const ERROR_SOURCE: &str = "berth-error-source";
@@ -39,7 +39,7 @@ pub(crate) async fn invoke(
     };
     response
         .headers_mut()
-        .insert(upstream::REQUEST_ID, request_id);
+        .insert(berth_contract::protocol::HEADER_REQUEST_ID, request_id);
     response
 }
 
@@ -130,7 +130,7 @@ async fn run(
 fn authorize(
     gateway: &Gateway,
     principal: &Principal,
-    snapshot: &crate::directory::DirectorySnapshot,
+    snapshot: &berth_contract::DirectorySnapshot,
     plugin: &str,
     capability: &str,
 ) -> Result<()> {
@@ -402,7 +402,7 @@ fn answer_response(answer: Answer) -> Response {
 
 /// min(caller's `Berth-Timeout`, the manifest's timeout).
 pub(crate) fn deadline_budget(headers: &HeaderMap, manifest: Duration) -> Result<Duration> {
-    let Some(value) = headers.get(upstream::TIMEOUT) else {
+    let Some(value) = headers.get(berth_contract::protocol::HEADER_TIMEOUT) else {
         return Ok(manifest);
     };
     let bad = || Error::BadRequest {

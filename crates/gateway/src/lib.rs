@@ -37,12 +37,14 @@ pub mod hooks;
 mod invoke;
 pub mod metrics;
 pub mod upstream;
-pub mod wire;
 
 pub use audit::{AuditSink, AuditWriter, Auditor, StdoutSink, StoreSink};
 pub use auth::{Principal, Scope, TokenStore};
+pub use berth_contract::wire;
+pub use berth_contract::{
+    DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory,
+};
 pub use config::{AuditSinkKind, Config};
-pub use directory::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory};
 pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use invoke::ERROR_SOURCE;
@@ -248,7 +250,11 @@ impl Gateway {
     /// Builds a gateway from `config`: the static directory from `--plugins` and
     /// `--endpoint`, tokens from the tokens file and `BERTH_TOKENS`, the audit sinks.
     pub fn from_config(config: &Config) -> Result<Running> {
-        let directory = Arc::new(StaticDirectory::load(&config.plugins, &config.endpoints)?);
+        let directory = Arc::new(directory::load(
+            &config.plugins,
+            &config.endpoints,
+            config.auto_approve_tier,
+        )?);
         Self::from_config_with(config, directory)
     }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use berth_contract::protocol::{HEADER_CALLER, HEADER_DEADLINE_MS, HEADER_REQUEST_ID};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -9,15 +10,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
-
-/// Header carrying the request id to the plugin (and back to the caller).
-pub const REQUEST_ID: &str = "berth-request-id";
-/// Header carrying the remaining budget, in milliseconds.
-pub const DEADLINE_MS: &str = "berth-deadline-ms";
-/// Header naming the caller: a token name or `plugin:NAME`.
-pub const CALLER: &str = "berth-caller";
-/// Header a caller sets to ask for a shorter deadline (milliseconds, or a duration like `2s`).
-pub const TIMEOUT: &str = "berth-timeout";
 
 /// The client type.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -88,16 +80,16 @@ pub async fn post(client: &HttpClient, call: Call<'_>) -> Result<Answer, CallErr
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )
-        .header(REQUEST_ID, call.request_id)
-        .header(CALLER, call.caller)
-        .header(DEADLINE_MS, HeaderValue::from(millis))
+        .header(HEADER_REQUEST_ID, call.request_id)
+        .header(HEADER_CALLER, call.caller)
+        .header(HEADER_DEADLINE_MS, HeaderValue::from(millis))
         .body(Full::new(call.body))
         .map_err(|e| CallError::Transport(e.to_string()))?;
     let exchange = async {
         let response = client
             .request(request)
             .await
-            .map_err(|e| CallError::Transport(describe(&e)))?;
+            .map_err(|e| CallError::Transport(berth_contract::error_chain(&e)))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, call.max_answer)
             .collect()
@@ -120,20 +112,4 @@ pub async fn post(client: &HttpClient, call: Call<'_>) -> Result<Answer, CallErr
         Ok(result) => result,
         Err(_) => Err(CallError::Timeout),
     }
-}
-
-/// The error and its causes in one line (hyper's own message is often just "client error");
-/// a cause whose text is already there is not repeated.
-pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let cause = s.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = s.source();
-    }
-    text
 }

@@ -75,8 +75,9 @@
 mod context;
 mod error;
 mod plugin;
-pub mod protocol;
 
+/// Protocol v1's wire format, shared with the gateway, the backends and `berth plugin test`.
+pub use berth_contract::protocol;
 pub use context::Context;
 pub use error::Error;
 pub use http::StatusCode;

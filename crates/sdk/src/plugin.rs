@@ -25,7 +25,8 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{
     DEFAULT_PORT, Describe, DescribedCapability, DescribedHook, ENV_LOG, ENV_PORT, HEADER_CALLER,
-    HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction, HookMode, HookRequest,
+    HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction, HookMode, HookRequest, PATH_DESCRIBE,
+    PATH_HEALTHZ, hook_path, invoke_path,
 };
 
 /// Largest request body accepted unless [`Plugin::max_body_bytes`] says otherwise.
@@ -189,10 +190,10 @@ impl Plugin {
             max_body_bytes: self.max_body_bytes,
         });
         Router::new()
-            .route("/healthz", get(healthz))
-            .route("/v1/describe", get(describe_route))
-            .route("/v1/invoke/{capability}", post(invoke_route))
-            .route("/v1/hooks/{hook}", post(hook_route))
+            .route(PATH_HEALTHZ, get(healthz))
+            .route(PATH_DESCRIBE, get(describe_route))
+            .route(&invoke_path("{capability}"), post(invoke_route))
+            .route(&hook_path("{hook}"), post(hook_route))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(state)

@@ -7,6 +7,8 @@
 use std::fmt;
 
 use jiff::Timestamp;
+
+use crate::time::format_time;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -135,25 +137,13 @@ impl AuditEvent {
         object.insert("prevHash".into(), Value::from(self.prev_hash.as_str()));
         let mut text = String::with_capacity(256);
         canonical_json(&Value::Object(object), &mut text);
-        hex(&Sha256::digest(text.as_bytes()))
+        hex::encode(Sha256::digest(text.as_bytes()))
     }
 
     /// The parsed `time`, when it is well-formed.
     pub fn timestamp(&self) -> Option<Timestamp> {
         self.time.parse().ok()
     }
-}
-
-/// Formats a time as stored: RFC 3339 in UTC with exactly three fractional digits, so that
-/// text order is time order.
-pub fn format_time(time: Timestamp) -> String {
-    let ms = time.as_millisecond();
-    let whole = Timestamp::from_second(ms.div_euclid(1000)).unwrap_or(Timestamp::UNIX_EPOCH);
-    format!(
-        "{}.{:03}Z",
-        whole.strftime("%Y-%m-%dT%H:%M:%S"),
-        ms.rem_euclid(1000)
-    )
 }
 
 /// The running end of a chain: seals events one after the other.
@@ -436,17 +426,6 @@ pub fn canonical_json(value: &Value, out: &mut String) {
         }
         other => out.push_str(&other.to_string()),
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
 }
 
 #[cfg(test)]

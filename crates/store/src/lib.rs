@@ -18,10 +18,12 @@ use std::path::PathBuf;
 pub mod audit;
 pub mod local;
 mod sqlite;
+mod time;
 
 pub use audit::{AuditChain, AuditEvent, ChainBreak, ChainHead, ChainReport, verify_chain};
 pub use local::{GrantRecord, InstalledPlugin, PluginStatusRecord, RevisionRecord};
 pub use sqlite::{AuditQuery, SCHEMA_VERSION, Store};
+pub use time::format_time;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]

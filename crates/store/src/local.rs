@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde::Serialize;
 
-use crate::audit::{format_time, hex};
+use crate::time::format_time;
 use crate::{Error, Result, Store};
 
 /// A plugin installed in local mode: the desired state.
@@ -117,7 +117,7 @@ impl Store {
         manifest_yaml: &str,
         source: Option<&str>,
     ) -> Result<InstalledPlugin> {
-        let token = generate_token()?;
+        let token = berth_contract::credential::generate_token().map_err(Error::Random)?;
         self.write(|tx| {
             let now = now();
             tx.execute(
@@ -501,16 +501,6 @@ fn is_active(grant: &GrantRecord, now: Timestamp) -> bool {
             .expires_at
             .as_deref()
             .is_none_or(|e| e.parse::<Timestamp>().is_ok_and(|expiry| expiry > now))
-}
-
-/// 64 hex digits from the operating system's random source.
-fn generate_token() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(Error::Random)?;
-    Ok(hex(&bytes))
 }
 
 /// Increases the desired-state change counter.

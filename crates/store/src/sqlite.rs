@@ -7,7 +7,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::audit::{AuditChain, AuditEvent, ChainHead, ChainReport, format_time, verify_chain};
+use crate::audit::{AuditChain, AuditEvent, ChainHead, ChainReport, verify_chain};
+use crate::time::format_time;
 use crate::{Error, Result};
 
 /// Schema migrations, applied in order; the index + 1 is the schema version. Append new

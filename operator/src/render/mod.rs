@@ -267,30 +267,5 @@ pub fn endpoint(plugin: &Plugin, options: &RenderOptions) -> String {
     )
 }
 
-/// Memory in the largest binary unit that divides it exactly (`32Mi`, `1Gi`, `1536Ki`).
-pub fn memory_quantity(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [
-        (1 << 40, "Ti"),
-        (1 << 30, "Gi"),
-        (1 << 20, "Mi"),
-        (1 << 10, "Ki"),
-    ];
-    for (size, unit) in UNITS {
-        if bytes >= size && bytes.is_multiple_of(size) {
-            return format!("{}{unit}", bytes / size);
-        }
-    }
-    bytes.to_string()
-}
-
-/// CPU in millicores (`250m`), or whole cores when exact (`2`).
-pub fn cpu_quantity(millis: u64) -> String {
-    if millis.is_multiple_of(1000) {
-        (millis / 1000).to_string()
-    } else {
-        format!("{millis}m")
-    }
-}
-
 #[cfg(test)]
 mod tests;

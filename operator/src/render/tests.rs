@@ -209,6 +209,8 @@ fn environment_names_the_gateway_port_and_token() {
     let env = c["env"].as_array().unwrap();
     let find = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
     assert_eq!(find("BERTH_PORT").unwrap()["value"], "8080");
+    assert_eq!(find("BERTH_PLUGIN_NAME").unwrap()["value"], "calculator");
+    assert_eq!(find("BERTH_PLUGIN_VERSION").unwrap()["value"], "0.1.0");
     assert_eq!(
         find("BERTH_GATEWAY_URL").unwrap()["value"],
         "http://berth-gateway.berth-system.svc:8080"
@@ -484,16 +486,6 @@ fn granted_permissions_are_recorded_on_the_deployment() {
     )
     .unwrap();
     assert_eq!(recorded, p.spec.permissions);
-}
-
-#[test]
-fn quantities_are_written_in_canonical_units() {
-    assert_eq!(memory_quantity(32 * 1024 * 1024), "32Mi");
-    assert_eq!(memory_quantity(1 << 30), "1Gi");
-    assert_eq!(memory_quantity(1536 * 1024), "1536Ki");
-    assert_eq!(memory_quantity(1000), "1000");
-    assert_eq!(cpu_quantity(250), "250m");
-    assert_eq!(cpu_quantity(2000), "2");
 }
 
 #[test]

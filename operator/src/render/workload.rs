@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use berth_api::resources::{format_cpu, format_memory};
 use berth_api::{Access, Plugin, ResolvedResources};
+use berth_contract::env::{DeploymentFacts, EnvSource, GatewayAccess, plugin_environment};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -18,8 +20,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
     CONTAINER_NAME, EGRESS_HOSTS_ANNOTATION, PERMISSIONS_ANNOTATION, PLUGIN_UID, PORT_NAME,
-    REVISION_ANNOTATION, RenderInput, RenderOptions, common_labels, cpu_quantity, memory_quantity,
-    object_meta, selector_labels,
+    REVISION_ANNOTATION, RenderInput, RenderOptions, common_labels, object_meta, selector_labels,
 };
 
 /// Name of the writable, memory-backed volume on `/tmp`.
@@ -102,11 +103,11 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
     let limits = BTreeMap::from([
         (
             "cpu".to_string(),
-            Quantity(cpu_quantity(resources.cpu_millis)),
+            Quantity(format_cpu(resources.cpu_millis)),
         ),
         (
             "memory".to_string(),
-            Quantity(memory_quantity(resources.memory_bytes)),
+            Quantity(format_memory(resources.memory_bytes)),
         ),
     ]);
     // Memory is requested in full so a plugin is never OOM-killed for a neighbour's sake;
@@ -114,11 +115,11 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
     let requests = BTreeMap::from([
         (
             "cpu".to_string(),
-            Quantity(cpu_quantity((resources.cpu_millis / 4).max(10))),
+            Quantity(format_cpu((resources.cpu_millis / 4).max(10))),
         ),
         (
             "memory".to_string(),
-            Quantity(memory_quantity(resources.memory_bytes)),
+            Quantity(format_memory(resources.memory_bytes)),
         ),
     ]);
 
@@ -126,7 +127,7 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
         name: TMP_VOLUME.into(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: Some("Memory".into()),
-            size_limit: Some(Quantity(memory_quantity(resources.tmp_bytes))),
+            size_limit: Some(Quantity(format_memory(resources.tmp_bytes))),
         }),
         ..Volume::default()
     }];
@@ -154,27 +155,22 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
         });
     }
 
-    let mut env = vec![
-        plain_env("BERTH_PLUGIN_NAME", plugin.name()),
-        plain_env("BERTH_PORT", &plugin.spec.port.to_string()),
-        plain_env("BERTH_GATEWAY_URL", &options.gateway_url),
-        secret_env(
-            "BERTH_PLUGIN_TOKEN",
-            &token_secret_name(plugin),
-            TOKEN_KEY,
-            // The token exists once the gateway has issued one; a plugin that calls no other
-            // plugin must not wait for it.
-            true,
-        ),
-    ];
-    for secret in &granted.secrets {
-        env.push(secret_env(
-            &secret.env,
-            &secret.name,
-            secret.key.as_deref().unwrap_or("value"),
-            false,
-        ));
-    }
+    let deployment = DeploymentFacts {
+        gateway: Some(GatewayAccess {
+            url: options.gateway_url.clone(),
+            // The token exists once the operator has issued one; a plugin that calls no
+            // other plugin must not wait for it.
+            token: EnvSource::Secret {
+                name: token_secret_name(plugin),
+                key: Some(TOKEN_KEY.into()),
+                optional: true,
+            },
+        }),
+    };
+    let env: Vec<EnvVar> = plugin_environment(plugin, &deployment, &granted.secrets)
+        .into_iter()
+        .map(kubernetes_env)
+        .collect();
 
     let probe = |period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -281,26 +277,31 @@ fn runtime_default() -> SeccompProfile {
     }
 }
 
-fn plain_env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        value_from: None,
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: optional.then_some(true),
+/// A plugin variable as a container's `env` entry: a value, or a `secretKeyRef` (key
+/// `value` when the manifest names none).
+fn kubernetes_env(var: berth_contract::env::EnvVar) -> EnvVar {
+    match var.source {
+        EnvSource::Value(value) => EnvVar {
+            name: var.name,
+            value: Some(value),
+            value_from: None,
+        },
+        EnvSource::Secret {
+            name,
+            key,
+            optional,
+        } => EnvVar {
+            name: var.name,
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name,
+                    key: key.unwrap_or_else(|| "value".into()),
+                    optional: optional.then_some(true),
+                }),
+                ..EnvVarSource::default()
             }),
-            ..EnvVarSource::default()
-        }),
+        },
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use berth_api::Plugin;
 use berth_api::load::load_single_plugin;
-use berth_docker::{BuildContext, BuildRequest, DockerClient, MANAGED_BY_LABEL, MANIFEST_LABEL};
+use berth_contract::protocol::MANIFEST_LABEL;
+use berth_docker::{BuildContext, BuildRequest, DockerClient, MANAGED_BY_LABEL};
 use serde::Deserialize;
 
 mod dockerfile;

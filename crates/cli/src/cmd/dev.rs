@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use berth_api::{Manifest, Plugin, RiskTier};
+use berth_docker::control::{InstallChange, LocalControl, StateDir, current_user};
 use berth_docker::supervisor::{
     GATEWAY_URL_SETTING, Notice, STOP_SETTING, Supervisor, SupervisorConfig,
 };
@@ -17,7 +18,7 @@ use berth_store::Store;
 use berth_store::audit::types;
 use serde_json::json;
 
-use super::local::{StateArgs, admin_token, lock_file, record_install, supervisor_running};
+use super::local::StateArgs;
 
 /// Options of `berth dev`.
 #[derive(clap::Args, Debug)]
@@ -195,20 +196,20 @@ fn workspace_root() -> Option<PathBuf> {
 
 /// `berth dev up`.
 pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let dir = args.state.dir()?;
-    let lock = lock_file(&dir)?;
-    if lock.try_lock().is_err() {
+    let state = args.state.state()?;
+    let dir = state.path().to_path_buf();
+    let Some(lock) = state.lock_supervisor()? else {
         eprintln!(
             "error: a `berth dev up` is already running for {}; add plugins with `berth install FILE`, stop it with `berth dev down`",
             dir.display()
         );
         return Ok(ExitCode::from(2));
-    }
+    };
     let Some(found) = read_paths(&args.paths)? else {
         eprintln!("nothing was started: fix the problems above");
         return Ok(ExitCode::from(1));
     };
-    let (_, store) = args.state.open()?;
+    let store = state.open_store()?;
     // Dependencies over what will be installed: a cycle or unsatisfiable range stops here.
     let mut all: BTreeMap<String, (Plugin, String)> = BTreeMap::new();
     for inst in store.plugins()? {
@@ -317,18 +318,14 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let control = LocalControl::new(&state, &store, current_user());
     for f in &found {
-        let source = f
-            .file
-            .canonicalize()
-            .unwrap_or(f.file.clone())
-            .display()
-            .to_string();
-        if record_install(&store, &f.plugin, &f.yaml, &source)? {
+        let outcome = control.install(&f.file, &f.yaml, &f.plugin)?;
+        if outcome.change != InstallChange::Unchanged {
             println!("installed {} {}", f.plugin.name(), f.plugin.spec.version);
         }
     }
-    let token = admin_token(&dir, true)?;
+    let token = state.ensure_admin_token()?;
     let mut config = SupervisorConfig::new(dir.clone(), args.gateway_image.clone(), token);
     config.gateway_port = args.port;
     config.auto_approve = args.auto_approve;
@@ -339,7 +336,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // The watcher writes through a connection of its own, as a command would, so the
     // supervisor sees its changes the way it sees every command's.
     let watch = if args.watch {
-        Some(args.state.open()?.1)
+        Some((state.clone(), state.open_store()?))
     } else {
         None
     };
@@ -368,8 +365,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("metrics:  {url}/metrics");
         println!("state:    {}", dir.display());
         println!("Ctrl-C stops supervising; plugins keep running until `berth dev down`");
-        if let Some(watch_store) = watch {
-            tokio::spawn(watch_sources(watch_store));
+        if let Some((watch_state, watch_store)) = watch {
+            tokio::spawn(watch_sources(watch_state, watch_store));
         }
         supervisor.run(berth_plugin_sdk::shutdown_signal()).await;
         printer.abort();
@@ -412,7 +409,7 @@ fn newest_change(dir: &Path) -> Option<SystemTime> {
 
 /// `--watch`: polls each installed plugin's build folder; when it changed and then stayed
 /// quiet for a moment (debounce), rebuilds the image and tells the supervisor.
-async fn watch_sources(store: Store) {
+async fn watch_sources(state: StateDir, store: Store) {
     const QUIET: Duration = Duration::from_millis(400);
     let mut seen: HashMap<PathBuf, SystemTime> = HashMap::new();
     let mut pending: HashMap<PathBuf, (Instant, String)> = HashMap::new();
@@ -460,7 +457,9 @@ async fn watch_sources(store: Store) {
             let build = dir.clone();
             let built = tokio::task::spawn_blocking(move || build_plugin(&build)).await;
             match built {
-                Ok(Ok(code)) if code == ExitCode::SUCCESS => reinstall(&store, &name),
+                Ok(Ok(code)) if code == ExitCode::SUCCESS => {
+                    reinstall(&LocalControl::new(&state, &store, current_user()), &name)
+                }
                 _ => println!("{name}: rebuild failed; the running revision keeps serving"),
             }
         }
@@ -469,7 +468,8 @@ async fn watch_sources(store: Store) {
 
 /// After a rebuild: records the manifest file again if it changed, otherwise the same
 /// manifest; either way the supervisor sees a change and compares image ids.
-fn reinstall(store: &Store, name: &str) {
+fn reinstall(control: &LocalControl<'_>, name: &str) {
+    let store = control.store();
     let Ok(Some(inst)) = store.plugin(name) else {
         return;
     };
@@ -480,7 +480,7 @@ fn reinstall(store: &Store, name: &str) {
     });
     match fresh {
         Some((yaml, plugin, file)) if plugin.name() == name && yaml != inst.manifest_yaml => {
-            if let Err(e) = record_install(store, &plugin, &yaml, file) {
+            if let Err(e) = control.install_from(file, &yaml, &plugin) {
                 println!("{name}: cannot record the changed manifest: {e:#}");
             }
         }
@@ -492,18 +492,19 @@ fn reinstall(store: &Store, name: &str) {
 
 /// `berth dev down`.
 pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
-    let (dir, store) = args.state.open()?;
-    if supervisor_running(&dir) {
+    let (state, store) = args.state.open()?;
+    let dir = state.path();
+    if state.supervisor_running() {
         store.set_setting(STOP_SETTING, "1")?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while supervisor_running(&dir) {
+        while state.supervisor_running() {
             if Instant::now() >= deadline {
                 bail!("the running `berth dev up` did not stop within 30 s");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let instance = Instance::for_state_dir(&dir);
+    let instance = Instance::for_state_dir(dir);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -528,19 +529,17 @@ pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
             phase: "Stopped".into(),
             reason: Some("`berth dev down`".into()),
             serving_revision: None,
-            updated_at: berth_store::audit::format_time(jiff::Timestamp::now()),
+            updated_at: berth_store::format_time(jiff::Timestamp::now()),
             ..s
         })?;
     }
     store.append_audit(vec![
-        berth_store::AuditEvent::new(super::local::actor(), types::LIFECYCLE, "success").details(
-            json!({
-                "action": "dev-down",
-                "containers": removed.containers,
-                "networks": removed.networks,
-                "volumes": removed.volumes,
-            }),
-        ),
+        berth_store::AuditEvent::new(current_user(), types::LIFECYCLE, "success").details(json!({
+            "action": "dev-down",
+            "containers": removed.containers,
+            "networks": removed.networks,
+            "volumes": removed.volumes,
+        })),
     ])?;
     println!(
         "removed {} container(s), {} network(s), {} volume(s) of {}",

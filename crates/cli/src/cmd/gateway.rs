@@ -22,10 +22,6 @@ pub struct Args {
     /// Namespace to watch with `--backend kubernetes`.
     #[arg(long, env = "BERTH_NAMESPACE", default_value = "default")]
     pub namespace: String,
-    /// With `--backend kubernetes`: the highest risk tier that runs without a grant (must
-    /// match the operator's).
-    #[arg(long, env = "BERTH_AUTO_APPROVE_TIER", default_value = "low")]
-    pub auto_approve_tier: berth_api::RiskTier,
     /// The gateway's configuration.
     #[command(flatten)]
     pub config: Config,
@@ -74,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let config = args.config;
-    let (backend, namespace, tier) = (args.backend, args.namespace, args.auto_approve_tier);
+    let (backend, namespace, tier) = (args.backend, args.namespace, config.auto_approve_tier);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,13 +125,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn mint(args: TokenArgs) -> anyhow::Result<ExitCode> {
-    let token = berth_gateway::auth::generate_token().context("cannot read random bytes")?;
+    let token = berth_contract::credential::generate_token().context("cannot read random bytes")?;
     let scopes: Vec<String> = args.scopes.iter().map(ToString::to_string).collect();
     eprintln!("token (shown once; give it to the caller): {token}");
     println!(
         "{} {} {}",
         args.name,
-        berth_gateway::auth::digest_line(&token),
+        berth_contract::credential::digest_line(&token),
         scopes.join(",")
     );
     Ok(ExitCode::SUCCESS)

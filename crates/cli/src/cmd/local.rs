@@ -1,27 +1,23 @@
 //! Local mode's commands besides `dev up`/`dev down`: `list`, `status`, `install`,
 //! `uninstall`, `enable`, `disable`, `grant`, `revoke`, `logs`, `invoke`, `hook`.
 //!
-//! Each writes or reads the store in the state directory. A running `berth dev up` notices
-//! the change and acts on it; the command then waits for the outcome and prints it. With no
-//! supervisor running, the change is recorded and takes effect at the next `berth dev up`.
+//! Each writes or reads the store in the state directory through
+//! [`berth_docker::control`], which also audits the change and waits for a running `berth
+//! dev up` to act on it; this module parses the arguments and prints. With no supervisor
+//! running, the change is recorded and takes effect at the next `berth dev up`.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use berth_api::risk::permission_diff;
-use berth_api::{Permissions, Plugin, assess};
-use berth_docker::supervisor::{GATEWAY_URL_SETTING, plan};
-use berth_store::audit::{format_time, types};
-use berth_store::{AuditEvent, Store};
+use berth_api::{Phase, Plugin, assess};
+use berth_docker::control::{InstallChange, LocalControl, Outcome, StateDir, current_user};
+use berth_docker::supervisor::plan;
+use berth_store::Store;
 use jiff::Timestamp;
 use serde_json::{Value, json};
-
-/// Settings key: the change counter the supervisor has acted on.
-pub const OBSERVED_SETTING: &str = berth_docker::supervisor::OBSERVED_SETTING;
 
 /// Where local mode keeps its state.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -34,153 +30,66 @@ pub struct StateArgs {
 
 impl StateArgs {
     /// The state directory, created if needed.
+    pub fn state(&self) -> anyhow::Result<StateDir> {
+        Ok(StateDir::resolve(self.state_dir.as_deref())?)
+    }
+
+    /// The state directory's path, created if needed.
     pub fn dir(&self) -> anyhow::Result<PathBuf> {
-        let dir = match &self.state_dir {
-            Some(d) => d.clone(),
-            None => match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-                Some(x) => PathBuf::from(x).join("berth"),
-                None => PathBuf::from(
-                    std::env::var_os("HOME")
-                        .ok_or_else(|| anyhow!("set BERTH_STATE_DIR or HOME"))?,
-                )
-                .join(".local/share/berth"),
-            },
-        };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-        let dir = dir.canonicalize().unwrap_or(dir);
-        Ok(dir)
+        Ok(self.state()?.path().to_path_buf())
     }
 
-    /// The state directory and its store.
-    pub fn open(&self) -> anyhow::Result<(PathBuf, Store)> {
-        let dir = self.dir()?;
-        let path = dir.join("berth.db");
-        let store = Store::open(&path)
-            .with_context(|| format!("cannot open the store {}", path.display()))?;
-        Ok((dir, store))
+    /// The state directory and a connection to its store.
+    pub fn open(&self) -> anyhow::Result<(StateDir, Store)> {
+        let state = self.state()?;
+        let store = state.open_store()?;
+        Ok((state, store))
     }
 }
 
-/// The admin token of the state directory, created (0600) when `create` is set.
-pub fn admin_token(dir: &Path, create: bool) -> anyhow::Result<String> {
-    let path = dir.join("admin.token");
-    match std::fs::read_to_string(&path) {
-        Ok(t) => return Ok(t.trim().to_owned()),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound || !create => {
-            return Err(anyhow!(
-                "cannot read {} ({e}); is `berth dev up` running for this state directory?",
-                path.display()
-            ));
-        }
-        Err(_) => {}
-    }
-    let token = berth_gateway::auth::generate_token().context("cannot read random bytes")?;
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?
-    };
-    file.write_all(token.as_bytes())?;
-    Ok(token)
+/// The control plane over an opened state directory, acting as the current user.
+fn control<'a>(state: &'a StateDir, store: &'a Store) -> LocalControl<'a> {
+    LocalControl::new(state, store, current_user())
 }
 
-/// The lock a running supervisor holds on its state directory.
-pub fn lock_file(dir: &Path) -> anyhow::Result<File> {
-    let path = dir.join("supervisor.lock");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))
-}
-
-/// True when a `berth dev up` holds this state directory.
-pub fn supervisor_running(dir: &Path) -> bool {
-    let Ok(file) = lock_file(dir) else {
-        return false;
-    };
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.unlock();
-            false
-        }
-        Err(_) => true,
-    }
-}
-
-/// Who is acting, for the audit log.
-pub fn actor() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .map(|u| format!("user:{u}"))
-        .unwrap_or_else(|_| "user".into())
-}
-
-fn audit(store: &Store, plugin: &str, type_: &str, outcome: &str, details: Value) {
-    let event = AuditEvent::new(actor(), type_, outcome)
-        .plugin(plugin)
-        .details(details);
-    if let Err(e) = store.append_audit(vec![event]) {
+/// A change is committed even when its audit event could not be written; say so.
+fn warn_audit(error: Option<String>) {
+    if let Some(e) = error {
         eprintln!("warning: the audit log could not be written: {e}");
     }
 }
 
-/// Waits until the supervisor has acted on every change up to now, then prints the
-/// plugin's status. Returns the exit code: 0 when the outcome is what `ok` accepts.
+/// Waits for a running `berth dev up` to act, prints what became of `plugin` and returns
+/// the exit code: 0 when the outcome is a phase in `accept`.
 fn await_outcome(
-    dir: &Path,
-    store: &Store,
+    control: &LocalControl<'_>,
     plugin: &str,
     timeout: Duration,
-    ok: &[&str],
+    accept: &[Phase],
 ) -> anyhow::Result<ExitCode> {
-    if !supervisor_running(dir) {
-        println!("recorded; `berth dev up` is not running, so it takes effect at the next one");
-        return Ok(ExitCode::SUCCESS);
+    let outcome = control.await_outcome(plugin, timeout, accept)?;
+    match &outcome {
+        Outcome::Recorded => {
+            println!("recorded; `berth dev up` is not running, so it takes effect at the next one")
+        }
+        Outcome::NotActedOn { timeout } => println!(
+            "recorded; the supervisor has not acted on it within {} s (see `berth status {plugin}`)",
+            timeout.as_secs()
+        ),
+        Outcome::Status { phase, reason, .. } => println!(
+            "{plugin}: {phase}{}",
+            reason
+                .as_ref()
+                .map(|r| format!(" — {r}"))
+                .unwrap_or_default()
+        ),
+        Outcome::Removed => println!("{plugin}: removed"),
     }
-    let wanted = store.change_counter()?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let seen: u64 = store
-            .setting(OBSERVED_SETTING)?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if seen >= wanted {
-            break;
-        }
-        if Instant::now() >= deadline {
-            println!(
-                "recorded; the supervisor has not acted on it within {} s (see `berth status {plugin}`)",
-                timeout.as_secs()
-            );
-            return Ok(ExitCode::from(1));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    match store.status(plugin)? {
-        Some(s) => {
-            println!(
-                "{plugin}: {}{}",
-                s.phase,
-                s.reason.map(|r| format!(" — {r}")).unwrap_or_default()
-            );
-            Ok(if ok.contains(&s.phase.as_str()) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
-        None => {
-            println!("{plugin}: removed");
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    Ok(if outcome.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Options shared by commands that wait for the supervisor.
@@ -264,9 +173,10 @@ pub struct StatusArgs {
 
 /// `berth status NAME`: phase, revisions, grants and risk of one plugin.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let (_, store) = args.state.open()?;
-    let inst = installed(&store, &args.name)?;
-    let plugin = plan::parse_installed(&inst).map_err(|e| anyhow!(e))?;
+    let (state, store) = args.state.open()?;
+    let control = control(&state, &store);
+    let inst = control.installed(&args.name)?;
+    let plugin = control.plugin(&args.name)?;
     let risk = assess(&plugin.spec.permissions, &plugin.spec.hooks);
     let status = store.status(&args.name)?;
     let revisions = store.revisions(&args.name)?;
@@ -354,14 +264,6 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn installed(store: &Store, name: &str) -> anyhow::Result<berth_store::InstalledPlugin> {
-    store.plugin(name)?.ok_or_else(|| {
-        anyhow!(
-            "no plugin {name:?} is installed (see `berth list`; install with `berth install FILE`)"
-        )
-    })
-}
-
 /// Options of `berth install`.
 #[derive(clap::Args, Debug)]
 pub struct InstallArgs {
@@ -398,88 +300,32 @@ pub fn read_manifest(file: &Path) -> Result<(String, Plugin), ExitCode> {
     }
 }
 
-/// Records a manifest as installed (new or changed) and audits it; returns whether it
-/// changed anything.
-pub fn record_install(
-    store: &Store,
-    plugin: &Plugin,
-    yaml: &str,
-    source: &str,
-) -> anyhow::Result<bool> {
-    let previous = store.plugin(plugin.name())?;
-    if previous
-        .as_ref()
-        .is_some_and(|p| p.manifest_yaml == yaml && p.source.as_deref() == Some(source))
-    {
-        return Ok(false);
-    }
-    let before = previous
-        .as_ref()
-        .and_then(|p| plan::parse_installed(p).ok());
-    store.upsert_plugin(plugin.name(), yaml, Some(source))?;
-    let risk = assess(&plugin.spec.permissions, &plugin.spec.hooks);
-    let mut details = json!({
-        "action": if before.is_some() { "updated" } else { "installed" },
-        "version": plugin.spec.version,
-        "image": plugin.spec.image,
-        "source": source,
-        "riskScore": risk.score,
-    });
-    if let Some(old) = &before {
-        let diff = permission_diff(&old.spec.permissions, &plugin.spec.permissions);
-        details["previousVersion"] = json!(old.spec.version);
-        details["permissionsAdded"] = json!(diff.added);
-        details["permissionsRemoved"] = json!(diff.removed);
-    }
-    store.append_audit(vec![
-        AuditEvent::new(actor(), types::LIFECYCLE, "success")
-            .plugin(plugin.name())
-            .details(details)
-            .risk_score(risk.score),
-    ])?;
-    Ok(true)
-}
-
 /// `berth install FILE`: install or upgrade a plugin.
 pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let (yaml, plugin) = match read_manifest(&args.file) {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let (dir, store) = args.state.open()?;
-    let source = args
-        .file
-        .canonicalize()
-        .unwrap_or(args.file.clone())
-        .display()
-        .to_string();
-    if let Some(old) = store
-        .plugin(plugin.name())?
-        .and_then(|p| plan::parse_installed(&p).ok())
-    {
-        let diff = permission_diff(&old.spec.permissions, &plugin.spec.permissions);
-        println!(
-            "{}: {} → {}",
-            plugin.name(),
-            old.spec.version,
-            plugin.spec.version
-        );
-        for a in &diff.added {
+    let (state, store) = args.state.open()?;
+    let control = control(&state, &store);
+    let outcome = control.install(&args.file, &yaml, &plugin)?;
+    if let Some(old) = &outcome.previous {
+        println!("{}: {} → {}", outcome.name, old.version, outcome.version);
+        for a in &old.diff.added {
             println!("  + {a}");
         }
-        for r in &diff.removed {
+        for r in &old.diff.removed {
             println!("  - {r}");
         }
     }
-    if !record_install(&store, &plugin, &yaml, &source)? {
-        println!("{}: unchanged", plugin.name());
+    if outcome.change == InstallChange::Unchanged {
+        println!("{}: unchanged", outcome.name);
     }
     await_outcome(
-        &dir,
-        &store,
-        plugin.name(),
+        &control,
+        &outcome.name,
         args.wait.timeout,
-        &["Ready", "AwaitingApproval", "Disabled"],
+        &[Phase::Ready, Phase::AwaitingApproval, Phase::Disabled],
     )
 }
 
@@ -496,37 +342,23 @@ pub struct NameArgs {
 
 /// `berth uninstall NAME`: stop and forget a plugin (its audit records stay).
 pub fn uninstall(args: NameArgs) -> anyhow::Result<ExitCode> {
-    let (dir, store) = args.state.open()?;
-    installed(&store, &args.name)?;
-    store.remove_plugin(&args.name)?;
-    audit(
-        &store,
-        &args.name,
-        types::LIFECYCLE,
-        "success",
-        json!({"action": "uninstalled"}),
-    );
-    await_outcome(&dir, &store, &args.name, args.wait.timeout, &[])
+    let (state, store) = args.state.open()?;
+    let control = control(&state, &store);
+    warn_audit(control.uninstall(&args.name)?);
+    await_outcome(&control, &args.name, args.wait.timeout, &[])
 }
 
 /// `berth enable NAME` / `berth disable NAME`.
 pub fn set_enabled(args: NameArgs, enabled: bool) -> anyhow::Result<ExitCode> {
-    let (dir, store) = args.state.open()?;
-    installed(&store, &args.name)?;
-    store.set_enabled(&args.name, enabled)?;
-    audit(
-        &store,
-        &args.name,
-        types::LIFECYCLE,
-        "success",
-        json!({"action": if enabled { "enabled" } else { "disabled" }}),
-    );
-    let ok: &[&str] = if enabled {
-        &["Ready", "AwaitingApproval"]
+    let (state, store) = args.state.open()?;
+    let control = control(&state, &store);
+    warn_audit(control.set_enabled(&args.name, enabled)?);
+    let accept: &[Phase] = if enabled {
+        &[Phase::Ready, Phase::AwaitingApproval]
     } else {
-        &["Disabled"]
+        &[Phase::Disabled]
     };
-    await_outcome(&dir, &store, &args.name, args.wait.timeout, ok)
+    await_outcome(&control, &args.name, args.wait.timeout, accept)
 }
 
 /// Options of `berth grant`.
@@ -546,72 +378,43 @@ pub struct GrantArgs {
     wait: WaitArgs,
 }
 
-fn expiry(text: &str) -> anyhow::Result<String> {
+fn expiry(text: &str) -> anyhow::Result<Timestamp> {
     let t = super::time_arg("--expires", text, true)?;
     if t <= Timestamp::now() {
         bail!("--expires {text}: that time has passed");
     }
-    Ok(format_time(t))
+    Ok(t)
 }
 
 /// `berth grant NAME`: approve what the installed version asks for.
 pub fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
-    let (dir, store) = args.state.open()?;
-    let inst = installed(&store, &args.name)?;
-    let plugin = plan::parse_installed(&inst).map_err(|e| anyhow!(e))?;
+    let (state, store) = args.state.open()?;
+    let control = control(&state, &store);
+    // An unknown plugin or a manifest that no longer loads is reported before a bad flag.
+    control.plugin(&args.name)?;
     let expires = args.expires.as_deref().map(expiry).transpose()?;
-    let risk = assess(&plugin.spec.permissions, &plugin.spec.hooks);
+    let granted = control.grant(&args.name, args.reason.as_deref(), expires)?;
     println!(
         "{} {} asks for (risk {} {}):",
-        plugin.name(),
-        plugin.spec.version,
-        risk.score,
-        risk.tier
+        granted.plugin.name(),
+        granted.plugin.spec.version,
+        granted.risk.score,
+        granted.risk.tier
     );
-    for item in berth_api::risk::items(&plugin.spec.permissions) {
+    for item in &granted.items {
         println!("  {item}");
     }
-    for r in &risk.reasons {
+    for r in &granted.risk.reasons {
         println!("  · {r}");
     }
-    let now = format_time(Timestamp::now());
-    let previous: Vec<Permissions> = store
-        .active_grants(&args.name, &now)?
-        .iter()
-        .filter_map(|g| serde_json::from_str(&g.permissions_json).ok())
-        .collect();
-    if let Some(last) = previous.last() {
-        let diff = permission_diff(last, &plugin.spec.permissions);
-        if !diff.added.is_empty() {
-            println!("new since the last grant:");
-            for a in &diff.added {
-                println!("  + {a}");
-            }
+    if !granted.new_since_last_grant.is_empty() {
+        println!("new since the last grant:");
+        for a in &granted.new_since_last_grant {
+            println!("  + {a}");
         }
     }
-    let permissions = serde_json::to_string(&plugin.spec.permissions)?;
-    let record = store.add_grant(
-        &args.name,
-        &permissions,
-        risk.score,
-        &actor(),
-        args.reason.as_deref(),
-        expires.as_deref(),
-    )?;
-    audit(
-        &store,
-        &args.name,
-        types::PERMISSION,
-        "success",
-        json!({
-            "action": "granted",
-            "grant": record.id,
-            "version": plugin.spec.version,
-            "permissions": plugin.spec.permissions,
-            "reason": args.reason,
-            "expiresAt": expires,
-        }),
-    );
+    warn_audit(granted.audit_error);
+    let record = granted.record;
     println!(
         "granted by {} at {}{}",
         record.granted_by,
@@ -622,33 +425,25 @@ pub fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
     );
     await_outcome(
-        &dir,
-        &store,
+        &control,
         &args.name,
         args.wait.timeout,
-        &["Ready", "Disabled"],
+        &[Phase::Ready, Phase::Disabled],
     )
 }
 
 /// `berth revoke NAME`: withdraw every grant; the plugin stops if it needs one.
 pub fn revoke(args: NameArgs) -> anyhow::Result<ExitCode> {
-    let (dir, store) = args.state.open()?;
-    installed(&store, &args.name)?;
-    let n = store.revoke_grants(&args.name)?;
-    audit(
-        &store,
-        &args.name,
-        types::PERMISSION,
-        "success",
-        json!({"action": "revoked", "grants": n}),
-    );
-    println!("revoked {n} grant(s) of {}", args.name);
+    let (state, store) = args.state.open()?;
+    let control = control(&state, &store);
+    let revoked = control.revoke(&args.name)?;
+    warn_audit(revoked.audit_error);
+    println!("revoked {} grant(s) of {}", revoked.count, args.name);
     await_outcome(
-        &dir,
-        &store,
+        &control,
         &args.name,
         args.wait.timeout,
-        &["AwaitingApproval", "Ready", "Disabled"],
+        &[Phase::AwaitingApproval, Phase::Ready, Phase::Disabled],
     )
 }
 
@@ -670,8 +465,8 @@ pub struct LogsArgs {
 /// `berth logs NAME [-f]`: the output of the plugin's serving container.
 pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     use futures::StreamExt;
-    let (dir, _) = args.state.open()?;
-    let instance = berth_docker::Instance::for_state_dir(&dir);
+    let (state, _) = args.state.open()?;
+    let instance = berth_docker::Instance::for_state_dir(state.path());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -777,15 +572,8 @@ fn gateway_call(
     body: &Value,
     headers: &[(&str, String)],
 ) -> anyhow::Result<ExitCode> {
-    let (dir, store) = state.open()?;
-    let url = store.setting(GATEWAY_URL_SETTING)?.ok_or_else(|| {
-        anyhow!(
-            "no gateway is known for {}: start `berth dev up` first",
-            dir.display()
-        )
-    })?;
-    let token = admin_token(&dir, false)?;
-    let admin = berth_docker::supervisor::AdminClient::new(&url, &token);
+    let (state, store) = state.open()?;
+    let admin = control(&state, &store).gateway()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

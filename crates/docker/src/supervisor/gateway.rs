@@ -20,6 +20,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 
+use super::{Engine, SupervisorConfig, SupervisorError};
+use crate::Instance;
+
 /// Port the gateway listens on inside its container.
 pub const GATEWAY_PORT: u16 = 7070;
 /// Network alias of the gateway on every plugin network.
@@ -63,7 +66,7 @@ impl GatewaySpec {
             h.update(part.as_bytes());
             h.update([0]);
         }
-        berth_store::audit::hex(&h.finalize())
+        hex::encode(h.finalize())
     }
 }
 
@@ -235,7 +238,7 @@ impl AdminClient {
 
     /// Sends restarts, cold starts and usage to the gateway's metrics. Best effort: a lost
     /// observation is a missing sample, not a reason to stop supervising.
-    pub async fn observe(&self, observations: &berth_gateway::wire::ObservationsWire) {
+    pub async fn observe(&self, observations: &berth_contract::wire::ObservationsWire) {
         if let Ok(body) = serde_json::to_vec(observations) {
             let _ = self
                 .send(http::Method::POST, "/v1/admin/observations", Some(body))
@@ -262,6 +265,73 @@ impl AdminClient {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// Creates (or adopts) the edge network and the gateway container; returns its id and URL.
+pub(super) async fn ensure_gateway<E: Engine>(
+    docker: &E,
+    instance: &Instance,
+    config: &SupervisorConfig,
+) -> Result<(String, String), SupervisorError> {
+    let edge = instance.edge_network();
+    docker.ensure_edge_network(&edge, instance.labels()).await?;
+    let image = docker.inspect_image(&config.gateway_image).await?;
+    let state_dir = config
+        .state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| config.state_dir.clone());
+    let user = owner_of(&state_dir).map_err(|e| {
+        SupervisorError::Gateway(format!(
+            "cannot read the owner of {}: {e}",
+            state_dir.display()
+        ))
+    })?;
+    let spec = GatewaySpec {
+        image: config.gateway_image.clone(),
+        host_port: config.gateway_port,
+        state_dir: state_dir.display().to_string(),
+        user,
+        admin_token_line: format!(
+            "berth-cli {} admin",
+            berth_contract::credential::digest_line(&config.admin_token)
+        ),
+        network: edge.clone(),
+        labels: instance.gateway_labels(),
+    };
+    let digest = spec.config_digest(&image.id);
+    let name = instance.gateway_container_name();
+    let existing = docker
+        .list_managed(instance)
+        .await?
+        .into_iter()
+        .find(|c| c.role.as_deref() == Some("gateway"));
+    let existing_digest = match &existing {
+        Some(c) => docker
+            .container_labels(&c.id)
+            .await
+            .ok()
+            .and_then(|mut l| l.remove(CONFIG_LABEL)),
+        None => None,
+    };
+    let id = match existing {
+        Some(c) if c.running && existing_digest.as_deref() == Some(digest.as_str()) => c.id,
+        Some(c) => {
+            docker.remove_container(&c.id).await?;
+            docker
+                .run_container(&name, gateway_container(&spec, &digest))
+                .await?
+        }
+        None => {
+            docker
+                .run_container(&name, gateway_container(&spec, &digest))
+                .await?
+        }
+    };
+    let port = docker
+        .published_port(&id, GATEWAY_PORT)
+        .await?
+        .ok_or_else(|| SupervisorError::Gateway("the gateway's port was not published".into()))?;
+    Ok((id, format!("http://127.0.0.1:{port}")))
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
 //! What should run, decided from the store alone: pure functions the supervisor applies.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use berth_api::approval::{Approval, decide, describe_missing};
 use berth_api::risk::permission_diff;
-use berth_api::{Permissions, Plugin, PluginGrant, PluginGrantSpec, RiskTier};
+use berth_api::{Permissions, Plugin, PluginCall, PluginGrant, PluginGrantSpec, RiskTier};
 use berth_store::{GrantRecord, InstalledPlugin};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -61,18 +60,38 @@ pub fn grant_object(record: &GrantRecord) -> Result<PluginGrant, String> {
     Ok(grant)
 }
 
-/// Decides what should happen to `installed`, given its usable grants and the manifest of
-/// the revision that serves now (if any).
+/// The inter-plugin calls `plugin` may make under the recorded local grants: the one rule
+/// of `berth_api::approval::allowed_calls`. Revoked records and records whose permissions
+/// cannot be read grant nothing.
+pub fn allowed_calls(
+    plugin: &Plugin,
+    grants: &[GrantRecord],
+    now: Timestamp,
+    auto_approve: RiskTier,
+) -> Vec<PluginCall> {
+    let grants: Vec<PluginGrant> = grants
+        .iter()
+        .filter(|g| g.revoked_at.is_none())
+        .filter_map(|g| grant_object(g).ok())
+        .collect();
+    let refs: Vec<&PluginGrant> = grants.iter().collect();
+    berth_api::approval::allowed_calls(plugin, &refs, now, auto_approve)
+}
+
+/// Decides what should happen to `installed`, given its manifest as [`parse_installed`]
+/// read it (once per pass), its usable grants and the manifest of the revision that serves
+/// now (if any).
 pub fn desired(
     installed: &InstalledPlugin,
+    manifest: Result<&Plugin, &str>,
     grants: &[GrantRecord],
     serving: Option<&Plugin>,
     now: Timestamp,
     auto_approve: RiskTier,
 ) -> Desired {
-    let plugin = match parse_installed(installed) {
+    let plugin = match manifest {
         Ok(p) => p,
-        Err(e) => return Desired::Invalid(e),
+        Err(e) => return Desired::Invalid(e.to_owned()),
     };
     if !installed.enabled {
         return Desired::Disabled("disabled with `berth disable`".into());
@@ -129,7 +148,7 @@ pub fn desired(
             keep_serving: serving_ok,
         };
     }
-    Desired::Run(Box::new(plugin))
+    Desired::Run(Box::new(plugin.clone()))
 }
 
 fn merged(grants: &[PluginGrant]) -> Permissions {
@@ -152,13 +171,7 @@ pub fn revision_key(manifest_yaml: &str, image_id: &str) -> String {
     hasher.update(manifest_yaml.as_bytes());
     hasher.update([0]);
     hasher.update(image_id.as_bytes());
-    berth_store::audit::hex(&hasher.finalize())
-}
-
-/// Pause before restart number `failures` (1-based): 1 s, 2 s, 4 s, … capped at `cap`.
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    Duration::from_secs(1u64 << exp).min(cap)
+    hex::encode(hasher.finalize())
 }
 
 /// Plugins in start order: dependencies first. Plugins in a cycle are returned apart with
@@ -231,35 +244,6 @@ pub fn parse_secrets(text: &str, file: &str) -> Result<HashMap<String, String>, 
     Ok(out)
 }
 
-/// The environment a plugin's `permissions.secrets` become, or the first secret missing.
-pub fn secret_env(
-    plugin: &Plugin,
-    secrets: &HashMap<String, String>,
-    file: &str,
-) -> Result<Vec<(String, String)>, String> {
-    plugin
-        .spec
-        .permissions
-        .secrets
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let key = match &s.key {
-                Some(k) => format!("{}.{k}", s.name),
-                None => s.name.clone(),
-            };
-            secrets
-                .get(&key)
-                .map(|v| (s.env.clone(), v.clone()))
-                .ok_or_else(|| {
-                    format!(
-                        "spec.permissions.secrets[{i}]: secret {key:?} is not in {file} (add a line `{key}=…`)"
-                    )
-                })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,19 +277,36 @@ mod tests {
         }
     }
 
+    /// [`desired`] after the one parse a reconcile pass makes.
+    fn decide_for(
+        i: &InstalledPlugin,
+        grants: &[GrantRecord],
+        serving: Option<&Plugin>,
+    ) -> Desired {
+        let manifest = parse_installed(i);
+        desired(
+            i,
+            manifest.as_ref().map_err(String::as_str),
+            grants,
+            serving,
+            now(),
+            RiskTier::Low,
+        )
+    }
+
     fn now() -> Timestamp {
         "2026-06-01T00:00:00Z".parse().unwrap()
     }
 
     #[test]
     fn low_risk_plugin_runs_without_a_grant() {
-        let d = desired(&installed(LOW), &[], None, now(), RiskTier::Low);
+        let d = decide_for(&installed(LOW), &[], None);
         assert!(matches!(d, Desired::Run(p) if p.spec.version == "1.0.0"));
     }
 
     #[test]
     fn risky_plugin_awaits_approval_until_granted() {
-        let d = desired(&installed(EGRESS), &[], None, now(), RiskTier::Low);
+        let d = decide_for(&installed(EGRESS), &[], None);
         let Desired::AwaitApproval {
             reason,
             keep_serving,
@@ -320,7 +321,7 @@ mod tests {
             None,
         );
         assert!(matches!(
-            desired(&installed(EGRESS), &[g], None, now(), RiskTier::Low),
+            decide_for(&installed(EGRESS), &[g], None),
             Desired::Run(_)
         ));
     }
@@ -331,7 +332,7 @@ mod tests {
             r#"{"network":{"egress":[{"host":"*","ports":[443]}]}}"#,
             Some("2026-05-01T00:00:00Z"),
         );
-        let d = desired(&installed(EGRESS), &[g], None, now(), RiskTier::Low);
+        let d = decide_for(&installed(EGRESS), &[g], None);
         assert!(
             matches!(&d, Desired::AwaitApproval { reason, .. } if reason.contains("expired")),
             "{d:?}"
@@ -341,7 +342,7 @@ mod tests {
     #[test]
     fn upgrade_asking_for_more_shows_the_diff_and_keeps_the_old_version() {
         let old = parse_installed(&installed(LOW)).unwrap();
-        let d = desired(&installed(EGRESS), &[], Some(&old), now(), RiskTier::Low);
+        let d = decide_for(&installed(EGRESS), &[], Some(&old));
         let Desired::AwaitApproval {
             reason,
             keep_serving,
@@ -358,26 +359,17 @@ mod tests {
     fn disabled_and_zero_replicas_do_not_run() {
         let mut i = installed(LOW);
         i.enabled = false;
-        assert!(matches!(
-            desired(&i, &[], None, now(), RiskTier::Low),
-            Desired::Disabled(_)
-        ));
+        assert!(matches!(decide_for(&i, &[], None), Desired::Disabled(_)));
         let zero = installed(&format!("{LOW}  replicas: 0\n"));
         assert!(matches!(
-            desired(&zero, &[], None, now(), RiskTier::Low),
+            decide_for(&zero, &[], None),
             Desired::Disabled(r) if r.contains("0 replicas")
         ));
     }
 
     #[test]
     fn unreadable_manifest_is_invalid_not_a_panic() {
-        let d = desired(
-            &installed("kind: Plugin\nspec: 3\n"),
-            &[],
-            None,
-            now(),
-            RiskTier::Low,
-        );
+        let d = decide_for(&installed("kind: Plugin\nspec: 3\n"), &[], None);
         assert!(matches!(d, Desired::Invalid(_)), "{d:?}");
     }
 
@@ -387,13 +379,6 @@ mod tests {
         assert_ne!(a, revision_key("m2", "sha256:1"));
         assert_ne!(a, revision_key("m", "sha256:2"));
         assert_eq!(a, revision_key("m", "sha256:1"));
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let cap = Duration::from_secs(30);
-        let got: Vec<u64> = (1..=7).map(|n| backoff(n, cap).as_secs()).collect();
-        assert_eq!(got, [1, 2, 4, 8, 16, 30, 30]);
     }
 
     #[test]
@@ -413,26 +398,10 @@ mod tests {
     }
 
     #[test]
-    fn secrets_file_lines_become_plugin_env() {
+    fn secrets_file_lines_are_parsed() {
         let secrets = parse_secrets("# c\napi=abc\ndb.password=pw=1\n", "s.env").unwrap();
         assert_eq!(secrets["db.password"], "pw=1");
-        let yaml = format!(
-            "{LOW}  permissions:\n    secrets: [{{name: db, key: password, env: DB_PASSWORD}}, {{name: api, env: API_KEY}}]\n"
-        );
-        let p = parse_installed(&installed(&yaml)).unwrap();
-        let env = secret_env(&p, &secrets, "s.env").unwrap();
-        assert_eq!(
-            env,
-            [
-                ("DB_PASSWORD".to_owned(), "pw=1".to_owned()),
-                ("API_KEY".to_owned(), "abc".to_owned())
-            ]
-        );
-        let missing = secret_env(&p, &HashMap::new(), "s.env").unwrap_err();
-        assert!(
-            missing.contains("db.password") && missing.contains("s.env"),
-            "{missing}"
-        );
+        assert_eq!(secrets["api"], "abc");
         assert!(
             parse_secrets("novalue\n", "s.env")
                 .unwrap_err()

@@ -332,7 +332,8 @@ async fn plugin_token_digest_in_the_snapshot_authenticates_inter_plugin_calls() 
     }]);
     let mut body = snapshot(1, &[calc_at(addr), proc]);
     // Only the digest travels; the token stays with the supervisor and the plugin.
-    body["plugins"][1]["tokenSha256"] = json!(berth_gateway::auth::digest_line("proc-token"));
+    body["plugins"][1]["tokenSha256"] =
+        json!(berth_contract::credential::digest_line("proc-token"));
     let r = h.push(Some(ADMIN), &body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
@@ -365,7 +366,7 @@ async fn from_config_pushed_starts_empty_and_unready_then_takes_a_push() {
     let config = berth_gateway::Config {
         tokens: Some(format!(
             "supervisor {} admin",
-            berth_gateway::auth::digest_line("supervisor-token")
+            berth_contract::credential::digest_line("supervisor-token")
         )),
         audit_sinks: Vec::new(),
         plugins: vec!["/nonexistent/is/not/read".into()],

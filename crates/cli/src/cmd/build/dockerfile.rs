@@ -1,7 +1,7 @@
 //! Checks that a plugin's Dockerfile agrees with its manifest, before anything is built.
 
 use berth_api::Plugin;
-use berth_docker::MANIFEST_LABEL;
+use berth_contract::protocol::MANIFEST_LABEL;
 
 /// Files `berth build` puts in the build context; COPY and ADD can use nothing else.
 pub const CONTEXT_FILES: [&str; 3] = ["Dockerfile", "berth.yaml", "plugin"];

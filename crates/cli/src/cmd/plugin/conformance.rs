@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use berth_api::load::load_single_plugin;
 use berth_api::{Capability, HookMode, Plugin};
+use berth_contract::protocol::{
+    ErrorBody, HEADER_CALLER, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction, MANIFEST_LABEL,
+    PATH_DESCRIBE, PATH_HEALTHZ, hook_path, invoke_path,
+};
+use berth_docker::hardening::container_env;
 use berth_docker::readiness::{Describe, describe_differences};
 use berth_docker::{
-    ContainerOptions, DockerClient, Error as DockerError, MANAGED_BY_LABEL, MANIFEST_LABEL,
-    plugin_container,
-};
-use berth_plugin_sdk::protocol::{
-    ErrorBody, HEADER_CALLER, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction,
+    ContainerOptions, DockerClient, Error as DockerError, MANAGED_BY_LABEL, plugin_container,
 };
 use serde_json::{Value, json};
 
@@ -126,7 +127,8 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             &ContainerOptions {
                 image: args.image.clone(),
                 network: network.clone(),
-                env: Vec::new(),
+                // Run alone: the protocol's variables, no gateway and no secrets.
+                env: container_env(&plugin, None, None).unwrap_or_default(),
                 labels: labels.clone(),
                 filesystem: HashMap::new(),
                 scratch_filesystem: true,
@@ -373,7 +375,7 @@ async fn check_health(
     let mut polls = 0u32;
     while started.elapsed() < limit {
         polls += 1;
-        match probe.get("/healthz").await {
+        match probe.get(PATH_HEALTHZ).await {
             Ok(a) if a.status == 200 => {
                 return Ok(format!(
                     "GET /healthz answered 200 after {:.2}s",
@@ -406,7 +408,7 @@ async fn check_health(
 }
 
 async fn check_describe(probe: &Probe, plugin: &Plugin) -> Result<String, String> {
-    let answer = probe.get("/v1/describe").await?;
+    let answer = probe.get(PATH_DESCRIBE).await?;
     if answer.status != 200 {
         return Err(format!(
             "GET /v1/describe answered {}: {}",
@@ -471,10 +473,7 @@ async fn check_example(
     }
     let started = Instant::now();
     let answer = probe
-        .post(
-            &format!("/v1/invoke/{}", cap.name),
-            input.to_string().into_bytes(),
-        )
+        .post(&invoke_path(&cap.name), input.to_string().into_bytes())
         .await?;
     if answer.status != 200 {
         return Err(format!(
@@ -531,7 +530,7 @@ fn json_equal(a: &Value, b: &Value) -> bool {
 
 async fn check_unknown_capability(probe: &Probe) -> Result<String, String> {
     let answer = probe
-        .post(&format!("/v1/invoke/{NO_SUCH_CAPABILITY}"), b"{}".to_vec())
+        .post(&invoke_path(NO_SUCH_CAPABILITY), b"{}".to_vec())
         .await?;
     if answer.status != 404 {
         return Err(format!(
@@ -551,10 +550,7 @@ async fn check_unknown_capability(probe: &Probe) -> Result<String, String> {
 
 async fn check_malformed_json(probe: &Probe, capability: &str) -> Result<String, String> {
     let answer = probe
-        .post(
-            &format!("/v1/invoke/{capability}"),
-            br#"{"unterminated": "#.to_vec(),
-        )
+        .post(&invoke_path(capability), br#"{"unterminated": "#.to_vec())
         .await?;
     if answer.status != 400 {
         return Err(format!(
@@ -588,7 +584,7 @@ async fn check_hook(probe: &Probe, hook: &str, mode: HookMode) -> Result<String,
     let body = json!({"event": sample_event(hook)})
         .to_string()
         .into_bytes();
-    let answer = probe.post(&format!("/v1/hooks/{hook}"), body).await?;
+    let answer = probe.post(&hook_path(hook), body).await?;
     match mode {
         HookMode::Observe => {
             if answer.status == 204 {

@@ -13,14 +13,16 @@ use std::time::Duration;
 use berth_api::{Phase, Plugin, PluginCall};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{format_digest, parse_digest};
+use crate::credential::{format_digest, parse_digest};
 use crate::directory::{Endpoint, PluginEntry};
 use crate::{Error, Result};
-
-/// The `error.code` of a snapshot that does not decode or does not check.
-pub const INVALID_SNAPSHOT: &str = "invalid_snapshot";
-/// The `error.code` of observations that do not decode or do not check.
-pub const INVALID_OBSERVATIONS: &str = "invalid_observations";
+pub use crate::{INVALID_OBSERVATIONS, INVALID_SNAPSHOT};
+/// Gateway path a supervisor `PUT`s a [`SnapshotWire`] to (admin token).
+pub const PATH_ADMIN_DIRECTORY: &str = "/v1/admin/directory";
+/// Gateway path a supervisor `POST`s [`ObservationsWire`] to (admin token).
+pub const PATH_ADMIN_OBSERVATIONS: &str = "/v1/admin/observations";
+/// Gateway path a supervisor `POST`s a readiness probe to (admin token).
+pub const PATH_ADMIN_PROBE: &str = "/v1/admin/probe";
 
 /// Every plugin the gateway should route to, at one version of the supervisor's view.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -234,10 +236,7 @@ impl ObservationsWire {
     /// first problem is a 400 `invalid_observations` naming the field, e.g.
     /// `coldStarts[0].seconds: …`.
     pub fn check(&self) -> Result<()> {
-        let bad = |path: String, why: String| Error::BadRequest {
-            code: INVALID_OBSERVATIONS,
-            message: format!("{path}: {why}"),
-        };
+        let bad = |path: String, why: String| Error::Observations(format!("{path}: {why}"));
         for (i, r) in self.restarts.iter().enumerate() {
             let well_formed = (1..=32).contains(&r.reason.len())
                 && r.reason
@@ -285,16 +284,13 @@ impl ObservationsWire {
 }
 
 fn invalid(path: String, why: impl std::fmt::Display) -> Error {
-    Error::BadRequest {
-        code: INVALID_SNAPSHOT,
-        message: format!("{path}: {why}"),
-    }
+    Error::Snapshot(format!("{path}: {why}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::digest;
+    use crate::credential::{digest, digest_line};
 
     fn plugin(name: &str) -> Plugin {
         serde_yaml::from_str(&format!(
@@ -339,10 +335,7 @@ mod tests {
             serde_json::json!(["http://172.20.0.3:8080", "http://172.20.0.4:8080"])
         );
         assert_eq!(entry["grantedCalls"][0]["name"], "echo");
-        assert_eq!(
-            entry["tokenSha256"],
-            crate::auth::digest_line("calc-token").as_str()
-        );
+        assert_eq!(entry["tokenSha256"], digest_line("calc-token").as_str());
         assert_eq!(entry["riskScore"], 42);
 
         let back: SnapshotWire = serde_json::from_value(json).unwrap();
@@ -378,9 +371,9 @@ mod tests {
     #[test]
     fn bad_entries_are_refused_naming_the_field() {
         let message = |wire: SnapshotWire| match wire.into_entries() {
-            Err(Error::BadRequest { code, message }) => {
-                assert_eq!(code, INVALID_SNAPSHOT);
-                message
+            Err(e @ Error::Snapshot(_)) => {
+                assert_eq!(e.code(), INVALID_SNAPSHOT);
+                e.to_string()
             }
             other => panic!("expected a bad request, got {other:?}"),
         };
@@ -440,9 +433,13 @@ mod tests {
     #[test]
     fn observations_refuse_values_that_cannot_be_recorded() {
         let field = |o: ObservationsWire| match o.check() {
-            Err(Error::BadRequest { code, message }) => {
-                assert_eq!(code, INVALID_OBSERVATIONS);
-                message.split(':').next().unwrap_or_default().to_owned()
+            Err(e @ Error::Observations(_)) => {
+                assert_eq!(e.code(), INVALID_OBSERVATIONS);
+                e.to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
             }
             other => panic!("expected a bad request, got {other:?}"),
         };

@@ -1,7 +1,7 @@
 //! The wire format of protocol v1: header and environment names, and the JSON bodies.
 //!
 //! `docs/protocol.md` is the normative text; these types follow it field for field so that
-//! the SDK, the gateway and `berth plugin test` agree on one definition.
+//! the SDK, the gateway, both backends and `berth plugin test` agree on one definition.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,6 +12,32 @@ pub const HEADER_REQUEST_ID: &str = "berth-request-id";
 pub const HEADER_DEADLINE_MS: &str = "berth-deadline-ms";
 /// Request header: who asked (a plugin name, or `user:<subject>`).
 pub const HEADER_CALLER: &str = "berth-caller";
+/// Gateway request header: a caller asks for a shorter deadline (milliseconds, or a
+/// duration like `2s`). The gateway turns it into [`HEADER_DEADLINE_MS`] for the plugin.
+pub const HEADER_TIMEOUT: &str = "berth-timeout";
+
+/// `GET`: 200 when the plugin is ready to serve.
+pub const PATH_HEALTHZ: &str = "/healthz";
+/// `GET`: the plugin's [`Describe`].
+pub const PATH_DESCRIBE: &str = "/v1/describe";
+/// `POST` to this prefix plus a capability name: invoke it.
+pub const PATH_INVOKE_PREFIX: &str = "/v1/invoke/";
+/// `POST` to this prefix plus a hook name: deliver a [`HookRequest`].
+pub const PATH_HOOK_PREFIX: &str = "/v1/hooks/";
+
+/// The path that invokes `capability`.
+pub fn invoke_path(capability: &str) -> String {
+    format!("{PATH_INVOKE_PREFIX}{capability}")
+}
+
+/// The path that delivers `hook`.
+pub fn hook_path(hook: &str) -> String {
+    format!("{PATH_HOOK_PREFIX}{hook}")
+}
+
+/// Image label holding the plugin's manifest (the `Plugin` YAML), so a runtime can read an
+/// image's declared permissions before running it.
+pub const MANIFEST_LABEL: &str = "dev.berth.manifest";
 
 /// Environment: the port to listen on (default 8080).
 pub const ENV_PORT: &str = "BERTH_PORT";

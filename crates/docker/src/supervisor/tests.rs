@@ -1,0 +1,418 @@
+//! Supervisor decisions against the fake engine and the fake gateway.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_api::Phase;
+use berth_contract::wire::SnapshotWire;
+use berth_store::Store;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+use super::fake::{FakeEngine, serve_gateway};
+use super::{Supervisor, SupervisorConfig, plan};
+use crate::{ContainerEvent, EventAction, ImageInfo, Instance};
+
+const GATEWAY_IMAGE: &str = "berth/berth:test";
+
+fn manifest(version: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {{name: calc}}\nspec:\n  image: berth/calc:{version}\n  version: {version}\n"
+    )
+}
+
+struct Harness {
+    engine: FakeEngine,
+    store: Arc<Store>,
+    dir: TempDir,
+}
+
+impl Harness {
+    async fn new() -> Self {
+        let engine = FakeEngine::default();
+        let port = serve_gateway(engine.clone()).await;
+        {
+            let mut s = engine.state();
+            s.gateway_port = port;
+            s.images.insert(
+                GATEWAY_IMAGE.into(),
+                ImageInfo {
+                    id: "sha256:gateway".into(),
+                    ..Default::default()
+                },
+            );
+        }
+        Self {
+            engine,
+            store: Arc::new(Store::open_in_memory().expect("in-memory store")),
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    fn instance(&self) -> Instance {
+        Instance::for_state_dir(self.dir.path())
+    }
+
+    /// `berth/calc:{version}`, answering a matching describe; `crashing` containers exit
+    /// as soon as they start.
+    fn add_image(&self, version: &str, crashing: bool) {
+        let reference = format!("berth/calc:{version}");
+        let mut s = self.engine.state();
+        s.images.insert(
+            reference.clone(),
+            ImageInfo {
+                id: format!("sha256:calc-{version}"),
+                ..Default::default()
+            },
+        );
+        s.describes.insert(
+            reference.clone(),
+            format!(r#"{{"name":"calc","version":"{version}","capabilities":[],"hooks":[]}}"#),
+        );
+        if crashing {
+            s.crashing_images.insert(reference);
+        }
+    }
+
+    fn install(&self, version: &str) {
+        self.store
+            .upsert_plugin("calc", &manifest(version), Some("calc.yaml"))
+            .expect("install");
+    }
+
+    async fn start(&self) -> Supervisor<FakeEngine> {
+        let mut config = SupervisorConfig::new(
+            self.dir.path().to_owned(),
+            GATEWAY_IMAGE.into(),
+            "admin-token".into(),
+        );
+        config.ready_timeout = Duration::from_secs(5);
+        config.drain = Duration::ZERO;
+        config.stop_grace = Duration::from_millis(200);
+        // Notices are for a person; the tests read state instead.
+        let (tx, _) = mpsc::unbounded_channel();
+        Supervisor::start(self.engine.clone(), self.store.clone(), config, tx)
+            .await
+            .expect("the supervisor starts against the fake")
+    }
+
+    fn container(&self, revision: u64) -> String {
+        self.instance().plugin_container_name("calc", revision)
+    }
+
+    fn calls(&self, prefix: &str) -> Vec<String> {
+        self.engine.state().calls_starting(prefix)
+    }
+
+    /// Waits (up to 5 s) for a call the supervisor makes in the background.
+    async fn wait_for_call(&self, call: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.engine.state().calls.iter().any(|c| c == call) {
+            assert!(
+                Instant::now() < deadline,
+                "no call {call:?}: {:?}",
+                self.engine.state().calls
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn last_pushed(&self) -> SnapshotWire {
+        let s = self.engine.state();
+        serde_json::from_value(s.pushed.last().expect("a pushed directory").clone())
+            .expect("a snapshot")
+    }
+
+    /// Makes the serving container exit and tells the supervisor, as Docker's event would.
+    async fn crash(&self, sup: &mut Supervisor<FakeEngine>) {
+        let id = serving(sup).expect("a serving revision").2;
+        if let Some(c) = self
+            .engine
+            .state()
+            .containers
+            .iter_mut()
+            .find(|c| c.id == id)
+        {
+            c.running = false;
+            c.exit_code = 1;
+        }
+        sup.on_event(ContainerEvent {
+            id,
+            action: EventAction::Die { exit_code: Some(1) },
+            role: Some("plugin".into()),
+            plugin: Some("calc".into()),
+            revision: None,
+            time_nanos: 0,
+        })
+        .await;
+    }
+}
+
+/// (revision, has an endpoint, container id) of what serves `calc`.
+fn serving(sup: &Supervisor<FakeEngine>) -> Option<(u64, bool, String)> {
+    sup.plugins
+        .get("calc")
+        .and_then(|r| r.serving.as_ref())
+        .map(|s| (s.revision, s.endpoint.is_some(), s.container_id.clone()))
+}
+
+fn phase(sup: &Supervisor<FakeEngine>) -> (Option<Phase>, String) {
+    let rt = sup.plugins.get("calc");
+    (
+        rt.and_then(|r| r.phase),
+        rt.and_then(|r| r.reason.clone()).unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn install_runs_one_container_on_the_plugins_network_and_publishes_it() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+
+    assert_eq!(phase(&sup).0, Some(Phase::Ready), "{:?}", phase(&sup));
+    assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((1, true)));
+    let network = h.instance().plugin_network("calc");
+    assert_eq!(h.calls("network "), [format!("network {network}")]);
+    let gateway = h.instance().gateway_container_name();
+    assert!(
+        h.calls("connect ")
+            .contains(&format!("connect {network} {gateway}"))
+    );
+    assert_eq!(
+        h.calls("run berth"),
+        [format!("run {gateway}"), format!("run {}", h.container(1)),]
+    );
+    let pushed = h.last_pushed();
+    let entry = pushed
+        .plugins
+        .iter()
+        .find(|e| e.plugin.name() == "calc")
+        .expect("calc pushed");
+    assert_eq!((entry.revision, entry.phase), (1, Phase::Ready));
+    assert_eq!(entry.endpoints.len(), 1);
+    let record = h
+        .store
+        .revision("calc", 1)
+        .unwrap()
+        .expect("revision 1 recorded");
+    assert_eq!(record.state, "Ready");
+
+    // Nothing changed: a second pass starts nothing.
+    sup.reconcile().await;
+    assert_eq!(h.calls("run ").len(), 2);
+}
+
+#[tokio::test]
+async fn crash_restarts_after_backoff_and_fails_after_five_in_a_row() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    let starts = |h: &Harness| h.calls(&format!("start {}", h.container(1))).len();
+
+    for (attempt, pause) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 16)] {
+        h.crash(&mut sup).await;
+        let (p, reason) = phase(&sup);
+        assert_eq!(p, Some(Phase::Degraded));
+        assert!(
+            reason.contains(&format!("restart {attempt} of 5 in {pause} s")),
+            "{reason}"
+        );
+        // Not before the backoff has passed.
+        sup.restart_due(Instant::now()).await;
+        assert_eq!(starts(&h), attempt - 1);
+        sup.restart_due(Instant::now() + Duration::from_secs(pause))
+            .await;
+        assert_eq!(starts(&h), attempt);
+        assert_eq!(phase(&sup).0, Some(Phase::Ready), "{:?}", phase(&sup));
+        assert_eq!(serving(&sup).map(|s| s.1), Some(true));
+    }
+
+    h.crash(&mut sup).await;
+    let (p, reason) = phase(&sup);
+    assert_eq!(p, Some(Phase::Failed));
+    assert!(
+        reason.contains("6 failures in a row, no more restarts"),
+        "{reason}"
+    );
+    sup.restart_due(Instant::now() + Duration::from_secs(3600))
+        .await;
+    assert_eq!(starts(&h), 5);
+    let status = h.store.status("calc").unwrap().expect("a status");
+    assert_eq!((status.phase.as_str(), status.restarts), ("Failed", 6));
+    // The gateway heard of every restart.
+    let observed = h.engine.state().observed.clone();
+    let restarts = observed
+        .iter()
+        .filter(|o| o["restarts"][0]["plugin"] == "calc")
+        .count();
+    assert_eq!(restarts, 6);
+}
+
+#[tokio::test]
+async fn disable_then_enable_after_failure_starts_a_fresh_revision() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    for _ in 0..6 {
+        h.crash(&mut sup).await;
+        sup.restart_due(Instant::now() + Duration::from_secs(60))
+            .await;
+    }
+    assert_eq!(phase(&sup).0, Some(Phase::Failed));
+
+    h.store.set_enabled("calc", false).unwrap();
+    sup.reconcile().await;
+    assert_eq!(phase(&sup).0, Some(Phase::Disabled));
+    assert!(serving(&sup).is_none());
+    h.wait_for_call(&format!("remove {}", h.container(1))).await;
+
+    h.store.set_enabled("calc", true).unwrap();
+    sup.reconcile().await;
+    assert_eq!(phase(&sup).0, Some(Phase::Ready), "{:?}", phase(&sup));
+    assert_eq!(serving(&sup).map(|s| s.0), Some(2));
+}
+
+#[tokio::test]
+async fn new_revision_that_exits_before_ready_is_removed_and_the_old_keeps_serving() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.add_image("2.0.0", true);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    let old_id = serving(&sup).unwrap().2;
+
+    h.install("2.0.0");
+    sup.reconcile().await;
+
+    let (p, reason) = phase(&sup);
+    assert_eq!(p, Some(Phase::Degraded));
+    assert!(
+        reason.contains("rolled back, revision 1 keeps serving"),
+        "{reason}"
+    );
+    assert!(reason.contains("exited with code 1"), "{reason}");
+    assert_eq!(serving(&sup), Some((1, true, old_id.clone())));
+    assert_eq!(h.calls(&format!("remove {}", h.container(2))).len(), 1);
+    assert!(h.calls(&format!("signal {}", h.container(1))).is_empty());
+    assert!(
+        h.engine
+            .state()
+            .containers
+            .iter()
+            .any(|c| c.id == old_id && c.running)
+    );
+    assert_eq!(
+        h.store.revision("calc", 2).unwrap().unwrap().state,
+        "Failed"
+    );
+    let entry = h.last_pushed().plugins.remove(0);
+    assert_eq!(entry.revision, 1);
+
+    // The failed revision is not tried again until the manifest or image changes.
+    sup.reconcile().await;
+    assert_eq!(h.calls("run ").len(), 3);
+}
+
+#[tokio::test]
+async fn ready_new_revision_takes_over_and_the_old_is_retired() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.add_image("2.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+
+    h.install("2.0.0");
+    sup.reconcile().await;
+
+    assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((2, true)));
+    assert_eq!(phase(&sup).0, Some(Phase::Ready));
+    let entry = h.last_pushed().plugins.remove(0);
+    assert_eq!(
+        (entry.revision, entry.plugin.spec.version.as_str()),
+        (2, "2.0.0")
+    );
+    h.wait_for_call(&format!("signal {} SIGTERM", h.container(1)))
+        .await;
+    h.wait_for_call(&format!("remove {}", h.container(1))).await;
+    assert_eq!(
+        h.store.revision("calc", 1).unwrap().unwrap().state,
+        "Retired"
+    );
+}
+
+#[tokio::test]
+async fn uninstall_stops_serving_then_removes_containers_and_network() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+
+    h.store.remove_plugin("calc").unwrap();
+    sup.reconcile().await;
+    assert!(!sup.plugins.contains_key("calc"));
+    assert!(h.last_pushed().plugins.is_empty());
+    h.wait_for_call(&format!("signal {} SIGTERM", h.container(1)))
+        .await;
+
+    // Containers and network go only after the drain, from the loop.
+    sup.remove_leftovers(Instant::now()).await;
+    assert!(h.calls("remove-leftovers").is_empty());
+    sup.remove_leftovers(Instant::now() + Duration::from_secs(5))
+        .await;
+    assert_eq!(h.calls("remove-leftovers"), ["remove-leftovers calc"]);
+    let s = h.engine.state();
+    assert!(s.plugin_networks.is_empty());
+    assert!(!s.containers.iter().any(|c| c.name.contains("calc")));
+}
+
+#[tokio::test]
+async fn start_adopts_a_running_current_container_and_removes_stale_ones() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let key = plan::revision_key(&manifest("1.0.0"), "sha256:calc-1.0.0");
+    let (current, stale) = {
+        let mut s = h.engine.state();
+        let labels = |rev, key: &str| h.instance().plugin_labels("calc", rev, key);
+        (
+            s.add_container(&h.container(4), "berth/calc:1.0.0", labels(4, &key)),
+            s.add_container(&h.container(2), "berth/calc:0.9.0", labels(2, "outdated")),
+        )
+    };
+
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+
+    assert_eq!(serving(&sup), Some((4, true, current)));
+    assert_eq!(phase(&sup).0, Some(Phase::Ready));
+    assert!(
+        h.calls("run berth").iter().all(|c| !c.contains("calc")),
+        "{:?}",
+        h.calls("run")
+    );
+    assert_eq!(h.calls(&format!("remove {}", h.container(2))).len(), 1);
+    assert!(!h.engine.state().containers.iter().any(|c| c.id == stale));
+}
+
+#[tokio::test]
+async fn restarted_supervisor_keeps_a_gateway_started_with_the_same_settings() {
+    let h = Harness::new().await;
+    let first = h.start().await;
+    let url = first.gateway_url().to_owned();
+    drop(first);
+    let second = h.start().await;
+    assert_eq!(second.gateway_url(), url);
+    let gateway = h.instance().gateway_container_name();
+    assert_eq!(h.calls(&format!("run {gateway}")).len(), 1);
+    assert!(h.calls(&format!("remove {gateway}")).is_empty());
+}
