@@ -1,11 +1,11 @@
-//! One contract under both backends: the allowed-calls rule gives the same answer in the
-//! gateway's static directory, the operator's cluster directory and the local supervisor,
-//! and both backends give a plugin the same environment variable names.
+//! One contract under both backends: the allowed-calls (and allowed-egress) rule gives the
+//! same answer in the gateway's static directory, the operator's cluster directory and the
+//! local supervisor, and both backends give a plugin the same environment variable names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use berth_api::{Plugin, PluginCall, PluginGrant, RiskTier};
+use berth_api::{EgressRule, Plugin, PluginCall, PluginGrant, RiskTier};
 use berth_contract::PluginDirectory;
 use berth_docker::hardening::{LocalSecrets, container_env};
 use berth_docker::supervisor::plan;
@@ -48,6 +48,8 @@ struct Case {
     /// Grants in force, and whether each was revoked afterwards.
     grants: Vec<(PluginGrant, bool)>,
     expected: Vec<&'static str>,
+    /// Whether the requested `*:443` egress is allowed.
+    egress: bool,
 }
 
 fn cases() -> Vec<Case> {
@@ -59,36 +61,42 @@ fn cases() -> Vec<Case> {
             tier: RiskTier::Low,
             grants: vec![],
             expected: vec![],
+            egress: false,
         },
         Case {
             name: "a full grant",
             tier: RiskTier::Low,
             grants: vec![(grant("full", &["a", "b"], true, far), false)],
             expected: vec!["a", "b"],
+            egress: true,
         },
         Case {
             name: "a partial grant allows what it names",
             tier: RiskTier::Low,
             grants: vec![(grant("partial", &["a"], false, None), false)],
             expected: vec!["a"],
+            egress: false,
         },
         Case {
             name: "an expired grant covers nothing",
             tier: RiskTier::Low,
             grants: vec![(grant("old", &["a", "b"], true, past), false)],
             expected: vec![],
+            egress: false,
         },
         Case {
             name: "a configured tier other than low auto-approves",
             tier: RiskTier::High,
             grants: vec![],
             expected: vec!["a", "b"],
+            egress: true,
         },
         Case {
             name: "a revoked grant covers nothing",
             tier: RiskTier::Low,
             grants: vec![(grant("revoked", &["a", "b"], true, None), true)],
             expected: vec![],
+            egress: false,
         },
         Case {
             name: "a revoked full grant beside a partial one leaves the partial",
@@ -98,8 +106,28 @@ fn cases() -> Vec<Case> {
                 (grant("partial", &["b"], false, far), false),
             ],
             expected: vec!["b"],
+            egress: false,
         },
     ]
+}
+
+/// What a directory entry allows: the capabilities of `target`, and the egress rules as
+/// `host:port`.
+fn allowed(entry: &berth_contract::PluginEntry) -> (Vec<String>, Vec<String>) {
+    (
+        capabilities(&entry.granted_calls),
+        egress(&entry.granted_egress),
+    )
+}
+
+fn egress(rules: &[EgressRule]) -> Vec<String> {
+    rules
+        .iter()
+        .flat_map(|r| {
+            let target = r.host.clone().or(r.cidr.clone()).unwrap_or_default();
+            r.ports.iter().map(move |p| format!("{target}:{p}"))
+        })
+        .collect()
 }
 
 fn capabilities(calls: &[PluginCall]) -> Vec<String> {
@@ -111,7 +139,7 @@ fn capabilities(calls: &[PluginCall]) -> Vec<String> {
 }
 
 /// `berth gateway --plugins DIR --auto-approve-tier T`: revoked grants are not in the files.
-fn gateway_static(plugin: &Plugin, case: &Case) -> Vec<String> {
+fn gateway_static(plugin: &Plugin, case: &Case) -> (Vec<String>, Vec<String>) {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(
         dir.path().join("caller.yaml"),
@@ -130,11 +158,11 @@ fn gateway_static(plugin: &Plugin, case: &Case) -> Vec<String> {
     let directory = berth_gateway::directory::load(&[dir.path().to_path_buf()], &[], case.tier)
         .expect("the static directory loads");
     let snapshot = directory.snapshot();
-    capabilities(&snapshot.get("caller").expect("caller listed").granted_calls)
+    allowed(snapshot.get("caller").expect("caller listed"))
 }
 
 /// The operator's cluster directory: a revoked PluginGrant is deleted from the namespace.
-fn operator_directory(plugin: &Plugin, case: &Case, now: Timestamp) -> Vec<String> {
+fn operator_directory(plugin: &Plugin, case: &Case, now: Timestamp) -> (Vec<String>, Vec<String>) {
     let grants: Vec<Arc<PluginGrant>> = case
         .grants
         .iter()
@@ -148,11 +176,11 @@ fn operator_directory(plugin: &Plugin, case: &Case, now: Timestamp) -> Vec<Strin
         now,
         case.tier,
     );
-    capabilities(&entries[0].granted_calls)
+    allowed(&entries[0])
 }
 
 /// The local supervisor: grants are store records, and `berth revoke` marks them revoked.
-fn local_supervisor(plugin: &Plugin, case: &Case, now: Timestamp) -> Vec<String> {
+fn local_supervisor(plugin: &Plugin, case: &Case, now: Timestamp) -> (Vec<String>, Vec<String>) {
     let records: Vec<GrantRecord> = case
         .grants
         .iter()
@@ -169,7 +197,10 @@ fn local_supervisor(plugin: &Plugin, case: &Case, now: Timestamp) -> Vec<String>
             revoked_at: revoked.then(|| "2026-01-02T00:00:00.000Z".into()),
         })
         .collect();
-    capabilities(&plan::allowed_calls(plugin, &records, now, case.tier))
+    (
+        capabilities(&plan::allowed_calls(plugin, &records, now, case.tier)),
+        egress(&plan::allowed_egress(plugin, &records, now, case.tier)),
+    )
 }
 
 #[test]
@@ -183,7 +214,17 @@ fn the_allowed_calls_rule_agrees_in_all_three_directories() {
     );
     let now = Timestamp::now();
     for case in cases() {
-        let expected: Vec<String> = case.expected.iter().map(|s| (*s).to_owned()).collect();
+        let expected = (
+            case.expected
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<Vec<_>>(),
+            if case.egress {
+                vec!["*:443".to_owned()]
+            } else {
+                vec![]
+            },
+        );
         assert_eq!(
             gateway_static(&plugin, &case),
             expected,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use berth_api::approval::allowed_calls;
+use berth_api::approval::{allowed_calls, allowed_egress};
 use berth_api::{Phase, Plugin, PluginGrant, RiskTier};
 use berth_contract::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory};
 use futures::StreamExt;
@@ -144,6 +144,7 @@ pub fn entries(
                 .with_revision(plugin.metadata.generation.unwrap_or(1).max(1) as u64)
                 .with_endpoints(endpoints)
                 .with_granted_calls(allowed_calls(plugin, &own, now, auto_approve))
+                .with_granted_egress(allowed_egress(plugin, &own, now, auto_approve))
         })
         .collect()
 }

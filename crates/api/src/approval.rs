@@ -2,8 +2,8 @@
 
 use crate::risk::{PermissionItem, coverage, item_covers, items};
 use crate::{
-    HookSubscription, Permissions, Plugin, PluginCall, PluginGrant, RiskAssessment, RiskTier,
-    assess, validate_grant,
+    EgressRule, HookSubscription, Permissions, Plugin, PluginCall, PluginGrant, RiskAssessment,
+    RiskTier, assess, validate_grant,
 };
 use jiff::Timestamp;
 
@@ -148,6 +148,56 @@ pub fn allowed_calls(
             (!capabilities.is_empty()).then(|| PluginCall {
                 name: call.name.clone(),
                 capabilities,
+            })
+        })
+        .collect()
+}
+
+/// The egress a plugin may use now, by the same rule as [`allowed_calls`]: every rule it
+/// requests when [`decide`] approves it; otherwise, of each requested rule, the ports a
+/// usable grant covers (a rule left with no port is dropped). The egress proxy enforces
+/// exactly this.
+pub fn allowed_egress(
+    plugin: &Plugin,
+    grants: &[&PluginGrant],
+    now: Timestamp,
+    auto_approve: RiskTier,
+) -> Vec<EgressRule> {
+    let requested = &plugin.spec.permissions.network.egress;
+    let decision = decide(
+        &plugin.spec.permissions,
+        &plugin.spec.hooks,
+        grants,
+        now,
+        auto_approve,
+    );
+    if decision.approval.is_approved() {
+        return requested.clone();
+    }
+    let held: Vec<PermissionItem> = usable(grants, now)
+        .flat_map(|g| items(&g.spec.permissions))
+        .collect();
+    requested
+        .iter()
+        .filter_map(|rule| {
+            let ports: Vec<u16> = rule
+                .ports
+                .iter()
+                .copied()
+                .filter(|port| {
+                    let mut one = Permissions::default();
+                    one.network.egress.push(EgressRule {
+                        ports: vec![*port],
+                        ..rule.clone()
+                    });
+                    items(&one)
+                        .iter()
+                        .all(|wanted| held.iter().any(|h| item_covers(h, wanted)))
+                })
+                .collect();
+            (!ports.is_empty()).then(|| EgressRule {
+                ports,
+                ..rule.clone()
             })
         })
         .collect()

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use berth_api::risk::assess;
-use berth_api::{Phase, Plugin, PluginCall};
+use berth_api::{EgressRule, Phase, Plugin, PluginCall};
 use http::Uri;
 use tokio::sync::watch;
 
@@ -25,6 +25,9 @@ pub struct PluginEntry {
     pub endpoints: Vec<Endpoint>,
     /// Inter-plugin calls this plugin may make: requested *and* granted (or auto-approved).
     pub granted_calls: Vec<PluginCall>,
+    /// Egress this plugin may use through the egress proxy: requested *and* granted (or
+    /// auto-approved), by `berth_api::approval::allowed_egress`.
+    pub granted_egress: Vec<EgressRule>,
     /// SHA-256 digests of the plugin's own tokens (`BERTH_PLUGIN_TOKEN`); a caller that
     /// presents one of them acts as this plugin.
     pub token_sha256: Vec<[u8; 32]>,
@@ -47,6 +50,7 @@ impl PluginEntry {
             phase,
             endpoints: Vec::new(),
             granted_calls: Vec::new(),
+            granted_egress: Vec::new(),
             token_sha256: Vec::new(),
             risk_score,
         }
@@ -78,6 +82,12 @@ impl PluginEntry {
     /// Sets the granted inter-plugin calls.
     pub fn with_granted_calls(mut self, calls: Vec<PluginCall>) -> Self {
         self.granted_calls = calls;
+        self
+    }
+
+    /// Sets the granted egress.
+    pub fn with_granted_egress(mut self, egress: Vec<EgressRule>) -> Self {
+        self.granted_egress = egress;
         self
     }
 

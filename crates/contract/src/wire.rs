@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use berth_api::{Phase, Plugin, PluginCall};
+use berth_api::{EgressRule, Phase, Plugin, PluginCall};
 use serde::{Deserialize, Serialize};
 
 use crate::credential::{format_digest, parse_digest};
@@ -50,6 +50,9 @@ pub struct EntryWire {
     /// Inter-plugin calls the plugin requests and holds a grant (or auto-approval) for.
     #[serde(default)]
     pub granted_calls: Vec<PluginCall>,
+    /// Egress the plugin requests and holds a grant (or auto-approval) for.
+    #[serde(default)]
+    pub granted_egress: Vec<EgressRule>,
     /// `sha256:<64 hex>` of the plugin's `BERTH_PLUGIN_TOKEN`; the token itself never
     /// leaves the supervisor.
     #[serde(default)]
@@ -123,6 +126,7 @@ impl From<&PluginEntry> for EntryWire {
             phase: entry.phase,
             endpoints: entry.endpoints.iter().map(ToString::to_string).collect(),
             granted_calls: entry.granted_calls.clone(),
+            granted_egress: entry.granted_egress.clone(),
             token_sha256: entry.token_sha256.first().map(format_digest),
             risk_score: entry.risk_score,
         }
@@ -166,6 +170,7 @@ impl EntryWire {
             .with_phase(self.phase)
             .with_endpoints(endpoints)
             .with_granted_calls(self.granted_calls)
+            .with_granted_egress(self.granted_egress)
             .with_risk_score(self.risk_score);
         if let Some(text) = &self.token_sha256 {
             let digest =
@@ -311,6 +316,11 @@ mod tests {
                 name: "echo".into(),
                 capabilities: vec!["say".into()],
             }])
+            .with_granted_egress(vec![EgressRule {
+                host: Some("api.example.com".into()),
+                cidr: None,
+                ports: vec![443],
+            }])
             .with_token("calc-token")
             .with_risk_score(42)
     }
@@ -335,6 +345,7 @@ mod tests {
             serde_json::json!(["http://172.20.0.3:8080", "http://172.20.0.4:8080"])
         );
         assert_eq!(entry["grantedCalls"][0]["name"], "echo");
+        assert_eq!(entry["grantedEgress"][0]["host"], "api.example.com");
         assert_eq!(entry["tokenSha256"], digest_line("calc-token").as_str());
         assert_eq!(entry["riskScore"], 42);
 
@@ -348,6 +359,7 @@ mod tests {
         assert_eq!(e.phase, Phase::Degraded);
         assert_eq!(e.endpoints, original.endpoints);
         assert_eq!(e.granted_calls, original.granted_calls);
+        assert_eq!(e.granted_egress, original.granted_egress);
         assert_eq!(e.token_sha256, vec![digest("calc-token")]);
         assert_eq!(e.risk_score, 42);
     }
@@ -363,6 +375,7 @@ mod tests {
         }]));
         let entries = wire.into_entries().unwrap();
         assert!(entries[0].granted_calls.is_empty());
+        assert!(entries[0].granted_egress.is_empty());
         assert!(entries[0].token_sha256.is_empty());
         assert_eq!(entries[0].risk_score, 0);
         assert!(!entries[0].is_ready(), "no endpoint");

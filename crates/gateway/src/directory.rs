@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use berth_api::approval::allowed_calls;
+use berth_api::approval::{allowed_calls, allowed_egress};
 use berth_api::load::{Manifest, load_manifests};
 use berth_api::{Phase, PluginGrant, RiskTier};
 use berth_contract::{Endpoint, PluginEntry, StaticDirectory};
@@ -67,9 +67,11 @@ pub fn load(
             .collect::<berth_contract::Result<Vec<_>>>()?;
         let own: Vec<&PluginGrant> = grants.iter().filter(|g| g.spec.plugin == name).collect();
         let granted = allowed_calls(&plugin, &own, now, auto_approve);
+        let egress = allowed_egress(&plugin, &own, now, auto_approve);
         let mut entry = PluginEntry::new(plugin)
             .with_endpoints(parsed)
-            .with_granted_calls(granted);
+            .with_granted_calls(granted)
+            .with_granted_egress(egress);
         if entry.endpoints.is_empty() && !entry.is_disabled() {
             entry.phase = Phase::Pending;
         }

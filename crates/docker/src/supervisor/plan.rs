@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use berth_api::approval::{Approval, decide, describe_missing};
 use berth_api::risk::permission_diff;
-use berth_api::{Permissions, Plugin, PluginCall, PluginGrant, PluginGrantSpec, RiskTier};
+use berth_api::{
+    EgressRule, Permissions, Plugin, PluginCall, PluginGrant, PluginGrantSpec, RiskTier,
+};
 use berth_store::{GrantRecord, InstalledPlugin};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -69,13 +71,31 @@ pub fn allowed_calls(
     now: Timestamp,
     auto_approve: RiskTier,
 ) -> Vec<PluginCall> {
-    let grants: Vec<PluginGrant> = grants
+    let grants = grant_objects(grants);
+    let refs: Vec<&PluginGrant> = grants.iter().collect();
+    berth_api::approval::allowed_calls(plugin, &refs, now, auto_approve)
+}
+
+/// The egress `plugin` may use under the recorded local grants: the one rule of
+/// `berth_api::approval::allowed_egress`, read like [`allowed_calls`].
+pub fn allowed_egress(
+    plugin: &Plugin,
+    grants: &[GrantRecord],
+    now: Timestamp,
+    auto_approve: RiskTier,
+) -> Vec<EgressRule> {
+    let grants = grant_objects(grants);
+    let refs: Vec<&PluginGrant> = grants.iter().collect();
+    berth_api::approval::allowed_egress(plugin, &refs, now, auto_approve)
+}
+
+/// The grant objects of the records that are not revoked and can be read.
+fn grant_objects(grants: &[GrantRecord]) -> Vec<PluginGrant> {
+    grants
         .iter()
         .filter(|g| g.revoked_at.is_none())
         .filter_map(|g| grant_object(g).ok())
-        .collect();
-    let refs: Vec<&PluginGrant> = grants.iter().collect();
-    berth_api::approval::allowed_calls(plugin, &refs, now, auto_approve)
+        .collect()
 }
 
 /// Decides what should happen to `installed`, given its manifest as [`parse_installed`]

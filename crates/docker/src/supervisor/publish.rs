@@ -43,6 +43,12 @@ impl<E: Engine> Supervisor<E> {
                             now,
                             self.config.auto_approve,
                         ))
+                        .with_granted_egress(plan::allowed_egress(
+                            &s.plugin,
+                            &installed.grants,
+                            now,
+                            self.config.auto_approve,
+                        ))
                         .with_token_digest(digest),
                 );
             } else if let Some(plugin) = parsed {
