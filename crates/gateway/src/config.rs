@@ -121,6 +121,84 @@ pub struct Config {
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
     #[arg(long, env = "BERTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// The egress proxy (off unless `--egress-listen` is given).
+    #[command(flatten)]
+    pub egress: EgressConfig,
+}
+
+/// The egress proxy's flags (docs/egress.md).
+#[derive(clap::Args, Clone, Debug)]
+pub struct EgressConfig {
+    /// Address the egress proxy listens on; unset, there is no proxy and plugins reach
+    /// nothing outside.
+    #[arg(
+        id = "egress_listen",
+        long = "egress-listen",
+        env = "BERTH_EGRESS_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub listen: Option<SocketAddr>,
+
+    /// Let host rules reach private ranges (10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// fc00::/7); without it only a CIDR grant naming the range does.
+    #[arg(
+        id = "egress_allow_private",
+        long = "egress-allow-private",
+        env = "BERTH_EGRESS_ALLOW_PRIVATE"
+    )]
+    pub allow_private: bool,
+
+    /// Networks no grant may reach, on top of the always-on set: the plugin networks,
+    /// pod and service CIDRs.
+    #[arg(
+        id = "egress_deny", long = "egress-deny",
+        env = "BERTH_EGRESS_DENY",
+        value_delimiter = ',',
+        value_name = "CIDR",
+        value_parser = parse_cidr
+    )]
+    pub deny: Vec<ipnet::IpNet>,
+
+    /// Accept a plugin's credential only from one of its instances' addresses (local
+    /// mode, where those addresses are known and not shared).
+    #[arg(
+        id = "egress_check_source",
+        long = "egress-check-source",
+        env = "BERTH_EGRESS_CHECK_SOURCE"
+    )]
+    pub check_source: bool,
+
+    /// Time allowed to resolve and connect to an egress destination.
+    #[arg(id = "egress_connect_timeout", long = "egress-connect-timeout", env = "BERTH_EGRESS_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// An egress connection or tunnel with no byte either way for this long is closed.
+    #[arg(id = "egress_idle_timeout", long = "egress-idle-timeout", env = "BERTH_EGRESS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Open CONNECT tunnels allowed per plugin (429 beyond).
+    #[arg(
+        id = "egress_max_tunnels",
+        long = "egress-max-tunnels",
+        env = "BERTH_EGRESS_MAX_TUNNELS",
+        default_value_t = 64
+    )]
+    pub max_tunnels: usize,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allow_private: false,
+            deny: Vec::new(),
+            check_source: false,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            max_tunnels: 64,
+        }
+    }
 }
 
 impl Default for Config {
@@ -145,6 +223,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(1),
             pool_idle_per_host: 256,
             shutdown_grace: Duration::from_secs(30),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -160,6 +239,15 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
         .bytes()
         .map_err(|e| format!("{} ({})", e.message, e.hint))?;
     usize::try_from(bytes).map_err(|_| format!("{s} is too large"))
+}
+
+/// Parses `10.0.0.0/8` or `fd00::/8` (a bare address is one host).
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{s:?} is not a CIDR (try 10.0.0.0/8 or fd00::/8)"))
 }
 
 /// Parses `NAME=URL`.
@@ -221,5 +309,37 @@ mod tests {
             [AuditSinkKind::Sqlite, AuditSinkKind::Stdout]
         );
         assert!(parse(&["g", "--endpoint", "calc"]).is_err());
+    }
+
+    #[test]
+    fn egress_flags_parse_and_the_proxy_is_off_by_default() {
+        assert_eq!(parse(&["g"]).unwrap().egress.listen, None);
+        let c = parse(&[
+            "g",
+            "--egress-listen",
+            "0.0.0.0:3128",
+            "--egress-allow-private",
+            "--egress-deny",
+            "172.30.0.0/16,fd00:b::/64,10.9.9.9",
+            "--egress-check-source",
+            "--egress-connect-timeout",
+            "2s",
+            "--egress-idle-timeout",
+            "1m",
+            "--egress-max-tunnels",
+            "8",
+        ])
+        .unwrap()
+        .egress;
+        assert_eq!(c.listen.unwrap().port(), 3128);
+        assert!(c.allow_private && c.check_source);
+        assert_eq!(
+            c.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["172.30.0.0/16", "fd00:b::/64", "10.9.9.9/32"]
+        );
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_tunnels, 8);
+        assert!(parse(&["g", "--egress-deny", "example.com"]).is_err());
     }
 }

@@ -147,6 +147,37 @@ pub enum Error {
         /// Its error object, when it sent one.
         error: Option<Value>,
     },
+    /// The egress proxy refused a destination (docs/egress.md).
+    #[error("{message}")]
+    EgressDenied {
+        /// Host, port, resolved address and the rule that refused.
+        message: String,
+        /// `{plugin, host, port, address, rule, grantable, grant}`.
+        details: Value,
+    },
+    /// The egress proxy needs a plugin's credential (`Proxy-Authorization: Basic`).
+    #[error("{0}")]
+    ProxyAuthenticationRequired(String),
+    /// A plugin already has `--egress-max-tunnels` tunnels open.
+    #[error("plugin {plugin} already has {limit} egress tunnels open (--egress-max-tunnels)")]
+    TooManyTunnels {
+        /// The plugin.
+        plugin: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// An allowed egress destination could not be resolved or reached.
+    #[error("{0}")]
+    EgressUnreachable(String),
+    /// An allowed egress destination did not answer in time.
+    #[error("{0}")]
+    EgressTimeout(String),
+    /// The request head (target and headers) is larger than the proxy accepts.
+    #[error("the request head is larger than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit.
+        limit: usize,
+    },
     /// No route.
     #[error("no such endpoint")]
     NotFound,
@@ -164,7 +195,10 @@ impl Error {
         match self {
             Error::Config(_) | Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden { .. } | Error::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            Error::Forbidden { .. }
+            | Error::PermissionDenied { .. }
+            | Error::EgressDenied { .. } => StatusCode::FORBIDDEN,
+            Error::ProxyAuthenticationRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Error::PluginNotFound(_) | Error::CapabilityNotFound { .. } | Error::NotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -173,7 +207,10 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Saturated { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Saturated { .. } | Error::TooManyTunnels { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::EgressUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::EgressTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::PluginDisabled(_)
             | Error::PluginNotReady { .. }
             | Error::CircuitOpen { .. }
@@ -204,6 +241,12 @@ impl Error {
             Error::DeadlineExceeded { .. } => "deadline_exceeded",
             Error::Unreachable { .. } => "plugin_unreachable",
             Error::PluginFailed { .. } => "plugin_error",
+            Error::EgressDenied { .. } => "egress_denied",
+            Error::ProxyAuthenticationRequired(_) => "proxy_authentication_required",
+            Error::TooManyTunnels { .. } => "egress_tunnel_limit",
+            Error::EgressUnreachable(_) => "egress_unreachable",
+            Error::EgressTimeout(_) => "egress_timeout",
+            Error::HeadersTooLarge { .. } => "headers_too_large",
             Error::NotFound => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::NotReady(_) => "not_ready",
@@ -224,6 +267,7 @@ impl Error {
             Error::PermissionDenied {
                 target, capability, ..
             } => Some(json!({"plugin": target, "capability": capability})),
+            Error::EgressDenied { details, .. } => Some(details.clone()),
             _ => None,
         }
     }
@@ -250,7 +294,15 @@ impl IntoResponse for Error {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            Error::Saturated { .. } | Error::PluginNotReady { .. } => {
+            Error::ProxyAuthenticationRequired(_) => {
+                headers.insert(
+                    header::PROXY_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"berth-egress\""),
+                );
+            }
+            Error::Saturated { .. }
+            | Error::TooManyTunnels { .. }
+            | Error::PluginNotReady { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             _ => {}

@@ -57,6 +57,7 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     pub auditor: Auditor,
     pub client: HttpClient,
+    pub egress: crate::config::EgressConfig,
     runtimes: RwLock<HashMap<String, Arc<PluginRuntime>>>,
     request_ids: AtomicU64,
     boot: u64,
@@ -267,6 +268,7 @@ impl Gateway {
             limits,
             client: upstream::client(config.connect_timeout, config.pool_idle_per_host),
             summarizer: Mutex::new(Summarizer::new(metrics.clone(), auditor.clone())),
+            egress: config.egress.clone(),
             directory,
             pushed,
             tokens,
@@ -304,6 +306,11 @@ impl Gateway {
     /// The auditor, for backends that record lifecycle events through the gateway's sinks.
     pub fn auditor(&self) -> &Auditor {
         &self.inner.auditor
+    }
+
+    /// The egress proxy's flags; [`crate::serve`] starts the proxy when `listen` is set.
+    pub fn egress_config(&self) -> &crate::config::EgressConfig {
+        &self.inner.egress
     }
 
     /// The directory.

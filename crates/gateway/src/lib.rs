@@ -31,6 +31,7 @@ pub mod auth;
 pub mod breaker;
 pub mod config;
 pub mod directory;
+pub mod egress;
 mod error;
 mod gateway;
 pub mod hooks;
@@ -44,7 +45,8 @@ pub use berth_contract::wire;
 pub use berth_contract::{
     DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory,
 };
-pub use config::{AuditSinkKind, Config};
+pub use config::{AuditSinkKind, Config, EgressConfig};
+pub use egress::{EgressProxy, EgressSettings};
 pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use invoke::ERROR_SOURCE;
@@ -77,16 +79,32 @@ pub fn router(gateway: Gateway) -> Router {
 
 /// Serves `router(gateway)` on `listener` until `shutdown` resolves, then stops accepting,
 /// lets in-flight requests finish (for at most `grace`), writes the last invocation summary
-/// and flushes the audit log.
+/// and flushes the audit log. With `--egress-listen`, the egress proxy runs beside it on
+/// its own listener and stops (closing its tunnels) on the same signal.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
     grace: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let egress = match gateway.egress_config().listen {
+        Some(addr) => {
+            let settings = EgressSettings::from_config(gateway.egress_config())?;
+            let egress_listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(addr = %egress_listener.local_addr()?, "egress proxy listening");
+            let proxy = EgressProxy::new(gateway.clone(), settings);
+            let mut stop = stop_rx;
+            Some(tokio::spawn(proxy.serve(egress_listener, async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })))
+        }
+        None => None,
+    };
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
+        stop_tx.send_replace(true);
         let _ = started_tx.send(());
     };
     let listener = listener.tap_io(|tcp| {
@@ -100,12 +118,18 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
-        result = server.into_future() => result?,
+    let outcome = tokio::select! {
+        result = server.into_future() => result,
         () = grace_expired => {
             tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace expired; dropping in-flight requests");
+            Ok(())
         }
+    };
+    if let Some(proxy) = egress {
+        // Already stopped on the signal; aborting also covers the API server failing.
+        proxy.abort();
     }
+    outcome?;
     gateway.shutdown().await;
     Ok(())
 }

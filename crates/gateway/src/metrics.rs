@@ -48,6 +48,14 @@ pub struct Metrics {
     pub cpu_cores: GaugeVec,
     /// `berth_plugin_memory_bytes{plugin}`: memory in use, as the backend last saw it.
     pub memory_bytes: IntGaugeVec,
+    /// `berth_egress_requests_total{plugin,host,decision}`: `host` is the granted pattern
+    /// that matched or a `denied:*` bucket, never the requested name (docs/egress.md).
+    pub egress_requests: IntCounterVec,
+    /// `berth_egress_bytes_total{plugin,direction}`: `sent` to destinations, `received`
+    /// from them.
+    pub egress_bytes: IntCounterVec,
+    /// `berth_egress_connect_seconds{plugin}`: resolution and connection to a destination.
+    pub egress_connect: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -155,6 +163,22 @@ impl Metrics {
                 "berth_plugin_memory_bytes",
                 "Memory each plugin uses, in bytes, as its backend last measured it.",
                 &["plugin"],
+            ),
+            egress_requests: counter(
+                "berth_egress_requests_total",
+                "Egress proxy requests and tunnels, by plugin, matched grant pattern (or denied bucket) and decision.",
+                &["plugin", "host", "decision"],
+            ),
+            egress_bytes: counter(
+                "berth_egress_bytes_total",
+                "Bytes the egress proxy carried, by plugin and direction (sent to or received from destinations).",
+                &["plugin", "direction"],
+            ),
+            egress_connect: histogram(
+                "berth_egress_connect_seconds",
+                "Time the egress proxy took to resolve and connect to a destination.",
+                &["plugin"],
+                LATENCY_BUCKETS,
             ),
             registry,
         }
