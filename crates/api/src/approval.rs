@@ -113,19 +113,9 @@ pub fn allowed_calls(
     auto_approve: RiskTier,
 ) -> Vec<PluginCall> {
     let requested = &plugin.spec.permissions.plugins;
-    let decision = decide(
-        &plugin.spec.permissions,
-        &plugin.spec.hooks,
-        grants,
-        now,
-        auto_approve,
-    );
-    if decision.approval.is_approved() {
+    let Some(held) = held_unless_approved(plugin, grants, now, auto_approve) else {
         return requested.clone();
-    }
-    let held: Vec<PermissionItem> = usable(grants, now)
-        .flat_map(|g| items(&g.spec.permissions))
-        .collect();
+    };
     requested
         .iter()
         .filter_map(|call| {
@@ -133,15 +123,16 @@ pub fn allowed_calls(
                 .capabilities
                 .iter()
                 .filter(|capability| {
-                    items(&Permissions {
-                        plugins: vec![PluginCall {
-                            name: call.name.clone(),
-                            capabilities: vec![(*capability).clone()],
-                        }],
-                        ..Permissions::default()
-                    })
-                    .iter()
-                    .all(|wanted| held.iter().any(|h| item_covers(h, wanted)))
+                    covered(
+                        &held,
+                        &Permissions {
+                            plugins: vec![PluginCall {
+                                name: call.name.clone(),
+                                capabilities: vec![(*capability).clone()],
+                            }],
+                            ..Permissions::default()
+                        },
+                    )
                 })
                 .cloned()
                 .collect();
@@ -164,19 +155,9 @@ pub fn allowed_egress(
     auto_approve: RiskTier,
 ) -> Vec<EgressRule> {
     let requested = &plugin.spec.permissions.network.egress;
-    let decision = decide(
-        &plugin.spec.permissions,
-        &plugin.spec.hooks,
-        grants,
-        now,
-        auto_approve,
-    );
-    if decision.approval.is_approved() {
+    let Some(held) = held_unless_approved(plugin, grants, now, auto_approve) else {
         return requested.clone();
-    }
-    let held: Vec<PermissionItem> = usable(grants, now)
-        .flat_map(|g| items(&g.spec.permissions))
-        .collect();
+    };
     requested
         .iter()
         .filter_map(|rule| {
@@ -190,9 +171,7 @@ pub fn allowed_egress(
                         ports: vec![*port],
                         ..rule.clone()
                     });
-                    items(&one)
-                        .iter()
-                        .all(|wanted| held.iter().any(|h| item_covers(h, wanted)))
+                    covered(&held, &one)
                 })
                 .collect();
             (!ports.is_empty()).then(|| EgressRule {
@@ -201,6 +180,35 @@ pub fn allowed_egress(
             })
         })
         .collect()
+}
+
+/// `None` when [`decide`] approves the plugin as a whole; otherwise every item its usable
+/// grants hold, to allow requested pieces one by one.
+fn held_unless_approved(
+    plugin: &Plugin,
+    grants: &[&PluginGrant],
+    now: Timestamp,
+    auto_approve: RiskTier,
+) -> Option<Vec<PermissionItem>> {
+    let decision = decide(
+        &plugin.spec.permissions,
+        &plugin.spec.hooks,
+        grants,
+        now,
+        auto_approve,
+    );
+    (!decision.approval.is_approved()).then(|| {
+        usable(grants, now)
+            .flat_map(|g| items(&g.spec.permissions))
+            .collect()
+    })
+}
+
+/// True when `held` covers every item of `wanted`.
+fn covered(held: &[PermissionItem], wanted: &Permissions) -> bool {
+    items(wanted)
+        .iter()
+        .all(|w| held.iter().any(|h| item_covers(h, w)))
 }
 
 /// The grants that can cover anything at `now`: unexpired and valid.
