@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use berth_api::{EgressRule, Plugin, PluginCall, PluginGrant, RiskTier};
 use berth_contract::PluginDirectory;
-use berth_docker::hardening::{LocalSecrets, container_env};
+use berth_docker::hardening::{LocalSecrets, PluginGateway, container_env};
 use berth_docker::supervisor::plan;
 use berth_operator::render::{RenderInput, RenderOptions, RevisionToRun, render};
 use berth_store::GrantRecord;
@@ -252,7 +252,12 @@ fn both_backends_give_a_plugin_the_same_variable_names() {
     let values = HashMap::from([("weather".to_owned(), "k".to_owned())]);
     let local: Vec<String> = container_env(
         &plugin,
-        Some(("http://172.20.0.2:7400".into(), "token".into())),
+        Some(PluginGateway {
+            url: "http://172.20.0.2:7400".into(),
+            token: "token".into(),
+            // The operator does not give plugins the egress proxy yet.
+            egress_proxy: None,
+        }),
         Some(LocalSecrets {
             values: &values,
             file: "secrets.env",

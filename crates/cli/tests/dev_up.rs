@@ -759,6 +759,152 @@ fn a_plugin_reaches_other_plugins_only_through_the_gateway_and_never_the_host() 
     dev.ok(&["invoke", "probe", "write", r#"{"path":"/tmp/x"}"#]);
 }
 
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A stand-in for a service outside Berth: `berth/hello` as a plain container on a network
+/// of its own, named `upstream.test` there, serving `GET /healthz` on port 80 (a port the
+/// http-fetch grant covers). The container and the network go on drop.
+struct Upstream {
+    network: String,
+    container: String,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        let network = format!("berth-test-egress-{}", std::process::id());
+        let container = format!("{network}-upstream");
+        let upstream = Self { network, container };
+        upstream.remove();
+        docker(&["network", "create", &upstream.network]);
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &upstream.container,
+            "--network",
+            &upstream.network,
+            "--network-alias",
+            "upstream.test",
+            "-e",
+            "BERTH_PORT=80",
+            // Port 80 as UID 65532 (Docker 20.10 sets this by default; said here for older ones).
+            "--sysctl",
+            "net.ipv4.ip_unprivileged_port_start=0",
+            "berth/hello:0.1.0",
+        ]);
+        upstream
+    }
+
+    /// Puts `container` on the upstream's network as well.
+    fn connect(&self, container: &str) {
+        docker(&["network", "connect", &self.network, container]);
+    }
+
+    fn remove(&self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+        let attached = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                &self.network,
+                "-f",
+                "{{range .Containers}}{{.Name}} {{end}}",
+            ])
+            .output();
+        if let Ok(attached) = attached {
+            for name in String::from_utf8_lossy(&attached.stdout).split_whitespace() {
+                let _ = Command::new("docker")
+                    .args(["network", "disconnect", "-f", &self.network, name])
+                    .output();
+            }
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[test]
+fn granted_egress_goes_through_the_gateway_proxy_and_internal_targets_are_refused() {
+    if !docker_or_skip("granted_egress_goes_through_the_gateway_proxy") {
+        return;
+    }
+    images();
+    // Declared first, so it goes after `dev down` has removed the gateway attached to it.
+    let upstream = Upstream::start();
+    let mut dev = Dev::new();
+    dev.up(&["--egress-allow-private", "examples/"]);
+    // The upstream is reachable from the gateway only: the operator connects it on purpose.
+    upstream.connect(&format!("berth-{}-gateway", dev.instance()));
+    let out = dev.ok(&["grant", "http-fetch", "--reason", "test"]);
+    assert!(out.contains("Ready"), "{out}");
+
+    let fetch = |url: &str| -> Value {
+        let input = format!(r#"{{"url":"{url}"}}"#);
+        let answer = dev.ok(&["invoke", "http-fetch", "fetch", &input]);
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    };
+    // Granted (`*` on port 80), through HTTP_PROXY with the plugin's own credential.
+    let fetched = fetch("http://upstream.test/healthz");
+    assert_eq!(fetched["status"], 200, "{fetched}\n{}", dev.log_text());
+    assert_eq!(fetched["body"], r#"{"status":"ok"}"#, "{fetched}");
+
+    // Never granted, whatever the grant says: the gateway's own loopback, metadata, and
+    // another plugin's network (private, which `--egress-allow-private` alone would open).
+    let calc = dev.status("calculator");
+    let calc_endpoint = calc["revisions"][0]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (url, why) in [
+        ("http://127.0.0.1:7070/metrics".to_owned(), "loopback"),
+        ("http://169.254.169.254/".to_owned(), "cloud metadata"),
+        (
+            format!("{calc_endpoint}/healthz"),
+            "a plugin network the gateway is attached to",
+        ),
+    ] {
+        let refused = fetch(&url);
+        assert_eq!(refused["status"], 403, "{url}: {refused}");
+        let body = refused["body"].as_str().unwrap();
+        assert!(
+            body.contains("egress_denied") && body.contains(why),
+            "{url}: {body}"
+        );
+    }
+
+    let audit = dev.ok(&[
+        "audit",
+        "--plugin",
+        "http-fetch",
+        "--type",
+        "security",
+        "--output",
+        "json",
+    ]);
+    for target in ["127.0.0.1", "169.254.169.254"] {
+        assert!(audit.contains(target), "{target} not audited: {audit}");
+    }
+    assert!(audit.contains("denied"), "{audit}");
+}
+
 fn get(url: &str, path: &str) -> String {
     let addr = url.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).unwrap();

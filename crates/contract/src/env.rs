@@ -5,7 +5,8 @@
 use berth_api::{Plugin, SecretRef};
 
 use crate::protocol::{
-    ENV_GATEWAY_URL, ENV_PLUGIN_NAME, ENV_PLUGIN_TOKEN, ENV_PLUGIN_VERSION, ENV_PORT,
+    ENV_GATEWAY_URL, ENV_HTTP_PROXY, ENV_HTTPS_PROXY, ENV_NO_PROXY, ENV_PLUGIN_NAME,
+    ENV_PLUGIN_TOKEN, ENV_PLUGIN_VERSION, ENV_PORT,
 };
 
 /// Where one variable's value comes from.
@@ -58,11 +59,15 @@ pub struct GatewayAccess {
     pub url: String,
     /// The plugin's own credential (`BERTH_PLUGIN_TOKEN`).
     pub token: EnvSource,
+    /// The egress proxy's `host:port` as the plugin reaches it; `None` when the plugin gets
+    /// no proxy (it then reaches nothing outside).
+    pub egress_proxy: Option<String>,
 }
 
 /// Every variable a plugin container gets, in a stable order: the protocol's own
 /// (`BERTH_PORT`, `BERTH_PLUGIN_NAME`, `BERTH_PLUGIN_VERSION`, and behind a gateway
-/// `BERTH_GATEWAY_URL` and `BERTH_PLUGIN_TOKEN`), then one per secret in `secrets` — the
+/// `BERTH_GATEWAY_URL` and `BERTH_PLUGIN_TOKEN`), then with an egress proxy
+/// `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` and their lower-case twins, then one per secret in `secrets` — the
 /// secrets the plugin asks for that it may have (all of them locally, the granted ones in a
 /// cluster).
 pub fn plugin_environment(
@@ -81,6 +86,18 @@ pub fn plugin_environment(
             name: ENV_PLUGIN_TOKEN.into(),
             source: gateway.token.clone(),
         });
+        if let Some(proxy) = &gateway.egress_proxy {
+            let url = proxy_url(plugin.name(), &gateway.token, proxy);
+            let no_proxy = gateway_host(&gateway.url);
+            for (name, value) in [
+                (ENV_HTTP_PROXY, &url),
+                (ENV_HTTPS_PROXY, &url),
+                (ENV_NO_PROXY, &no_proxy),
+            ] {
+                env.push(EnvVar::value(name, value.clone()));
+                env.push(EnvVar::value(&name.to_ascii_lowercase(), value.clone()));
+            }
+        }
     }
     env.extend(secrets.iter().map(|secret| EnvVar {
         name: secret.env.clone(),
@@ -91,6 +108,25 @@ pub fn plugin_environment(
         },
     }));
     env
+}
+
+/// `http://PLUGIN:TOKEN@proxy`. A token held in a secret is written `$(BERTH_PLUGIN_TOKEN)`,
+/// which Kubernetes expands from the variable defined before it in the same container.
+fn proxy_url(plugin: &str, token: &EnvSource, proxy: &str) -> String {
+    let token = match token {
+        EnvSource::Value(token) => token.clone(),
+        EnvSource::Secret { .. } => format!("$({ENV_PLUGIN_TOKEN})"),
+    };
+    format!("http://{plugin}:{token}@{proxy}")
+}
+
+/// The host of a base URL (`http://172.20.0.2:7400` → `172.20.0.2`, `http://[fd00::1]:7400`
+/// → `fd00::1`), for `NO_PROXY`, so calls to the gateway do not go through the proxy.
+fn gateway_host(url: &str) -> String {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        .unwrap_or_else(|| url.to_owned())
 }
 
 #[cfg(test)]
@@ -107,6 +143,7 @@ mod tests {
             gateway: Some(GatewayAccess {
                 url: "http://gw:7400".into(),
                 token: EnvSource::Value("t".into()),
+                egress_proxy: None,
             }),
         };
         let env = plugin_environment(&plugin, &deployment, &plugin.spec.permissions.secrets);
@@ -138,5 +175,62 @@ mod tests {
                 optional: false
             }
         );
+    }
+
+    #[test]
+    fn an_egress_proxy_carries_the_plugins_credential_and_skips_the_gateway() {
+        let plugin: Plugin = serde_yaml::from_str(
+            "apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {name: fetch}\nspec:\n  image: berth/fetch:0.1.0\n  version: 0.1.0\n",
+        )
+        .unwrap();
+        let with = |token: EnvSource| DeploymentFacts {
+            gateway: Some(GatewayAccess {
+                url: "http://172.20.0.2:7400".into(),
+                token,
+                egress_proxy: Some("172.20.0.2:7401".into()),
+            }),
+        };
+        let env = plugin_environment(&plugin, &with(EnvSource::Value("t0k".into())), &[]);
+        let get = |env: &[EnvVar], name: &str| {
+            env.iter()
+                .find(|v| v.name == name)
+                .map(|v| v.source.clone())
+                .unwrap_or_else(|| panic!("{name} is not set"))
+        };
+        let proxy = EnvSource::Value("http://fetch:t0k@172.20.0.2:7401".into());
+        for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
+            assert_eq!(get(&env, name), proxy, "{name}");
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            assert_eq!(get(&env, name), EnvSource::Value("172.20.0.2".into()));
+        }
+        let token_index = env.iter().position(|v| v.name == "BERTH_PLUGIN_TOKEN");
+        let proxy_index = env.iter().position(|v| v.name == "HTTP_PROXY");
+        assert!(
+            token_index < proxy_index,
+            "the token is defined before it is used"
+        );
+
+        let secret = EnvSource::Secret {
+            name: "fetch-token".into(),
+            key: Some("token".into()),
+            optional: true,
+        };
+        let env = plugin_environment(&plugin, &with(secret), &[]);
+        assert_eq!(
+            get(&env, "https_proxy"),
+            EnvSource::Value("http://fetch:$(BERTH_PLUGIN_TOKEN)@172.20.0.2:7401".into())
+        );
+    }
+
+    #[test]
+    fn the_gateway_host_is_taken_from_its_url() {
+        assert_eq!(gateway_host("http://172.20.0.2:7400"), "172.20.0.2");
+        assert_eq!(
+            gateway_host("http://berth-gateway.berth.svc:7400/"),
+            "berth-gateway.berth.svc"
+        );
+        assert_eq!(gateway_host("http://[fd00::2]:7400"), "fd00::2");
+        assert_eq!(gateway_host("gw"), "gw");
     }
 }

@@ -49,6 +49,13 @@ pub const ENV_PLUGIN_TOKEN: &str = "BERTH_PLUGIN_TOKEN";
 pub const ENV_PLUGIN_NAME: &str = "BERTH_PLUGIN_NAME";
 /// Environment: the plugin's version as deployed (`spec.version`).
 pub const ENV_PLUGIN_VERSION: &str = "BERTH_PLUGIN_VERSION";
+/// Environment: the egress proxy for plain HTTP, with the plugin's credential in it
+/// (`http://PLUGIN:TOKEN@host:port`); also set in lower case, which curl and others read.
+pub const ENV_HTTP_PROXY: &str = "HTTP_PROXY";
+/// Environment: the egress proxy for HTTPS (CONNECT); same value as [`ENV_HTTP_PROXY`].
+pub const ENV_HTTPS_PROXY: &str = "HTTPS_PROXY";
+/// Environment: hosts reached without the proxy: the gateway's host.
+pub const ENV_NO_PROXY: &str = "NO_PROXY";
 /// Environment: log filter (`info`, `debug`, `my_plugin=trace`); `RUST_LOG` is read when unset.
 pub const ENV_LOG: &str = "BERTH_LOG";
 

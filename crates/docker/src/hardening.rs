@@ -58,20 +58,34 @@ pub struct LocalSecrets<'a> {
     pub file: &'a str,
 }
 
+/// How a local plugin reaches its gateway: literal values, since Docker has no secret
+/// references.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginGateway {
+    /// The gateway's base URL on the plugin's network, e.g. `http://172.20.0.2:7400`.
+    pub url: String,
+    /// The plugin's own token (`BERTH_PLUGIN_TOKEN`).
+    pub token: String,
+    /// The egress proxy's `host:port` on the plugin's network; `None`: no proxy variables.
+    pub egress_proxy: Option<String>,
+}
+
 /// A plugin container's environment as `(name, value)` pairs, from the one definition in
 /// `berth-contract`: the protocol's variables (with the gateway's URL and the plugin's
-/// token when `gateway` is given), then each of `permissions.secrets` looked up in
+/// token, and the proxy variables when it has an egress proxy, when `gateway` is given),
+/// then each of `permissions.secrets` looked up in
 /// `secrets`. Without `secrets` (a plugin run alone by `berth plugin test`) no secret is
 /// given. The first secret missing from the file is an error naming its field.
 pub fn container_env(
     plugin: &Plugin,
-    gateway: Option<(String, String)>,
+    gateway: Option<PluginGateway>,
     secrets: Option<LocalSecrets<'_>>,
 ) -> std::result::Result<Vec<(String, String)>, String> {
     let facts = DeploymentFacts {
-        gateway: gateway.map(|(url, token)| GatewayAccess {
-            url,
-            token: EnvSource::Value(token),
+        gateway: gateway.map(|gateway| GatewayAccess {
+            url: gateway.url,
+            token: EnvSource::Value(gateway.token),
+            egress_proxy: gateway.egress_proxy,
         }),
     };
     let wanted = match secrets {
@@ -232,7 +246,11 @@ spec:
             network: "berth-test".into(),
             env: container_env(
                 &plugin(CALC),
-                Some(("http://gw:8080".into(), "t0ken".into())),
+                Some(PluginGateway {
+                    url: "http://gw:8080".into(),
+                    token: "t0ken".into(),
+                    egress_proxy: None,
+                }),
                 None,
             )
             .unwrap(),

@@ -165,6 +165,8 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
                 key: Some(TOKEN_KEY.into()),
                 optional: true,
             },
+            // The cluster's gateway does not serve the egress proxy to plugins yet.
+            egress_proxy: None,
         }),
     };
     let env: Vec<EnvVar> = plugin_environment(plugin, &deployment, &granted.secrets)

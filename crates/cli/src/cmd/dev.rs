@@ -69,6 +69,11 @@ pub struct UpArgs {
     /// How long a new revision may take to become ready.
     #[arg(long, default_value = "30s", value_parser = super::duration_arg)]
     pub ready_timeout: Duration,
+    /// Let granted egress host names reach private addresses (a service on your network or
+    /// a Docker network you connect the gateway to); other plugins' networks, loopback and
+    /// metadata stay refused.
+    #[arg(long, env = "BERTH_EGRESS_ALLOW_PRIVATE")]
+    pub egress_allow_private: bool,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -332,6 +337,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     config.secrets_file = args.secrets.clone();
     config.mounts = args.mounts.iter().cloned().collect::<HashMap<_, _>>();
     config.ready_timeout = args.ready_timeout;
+    config.egress_allow_private = args.egress_allow_private;
     let store = Arc::new(store);
     // The watcher writes through a connection of its own, as a command would, so the
     // supervisor sees its changes the way it sees every command's.

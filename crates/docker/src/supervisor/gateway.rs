@@ -25,6 +25,9 @@ use crate::Instance;
 
 /// Port the gateway listens on inside its container.
 pub const GATEWAY_PORT: u16 = 7070;
+/// Port of the gateway's egress proxy inside its container; plugins reach it at the
+/// gateway's address on their own network (`HTTP_PROXY`).
+pub const EGRESS_PORT: u16 = 7401;
 /// Network alias of the gateway on every plugin network.
 pub const GATEWAY_ALIAS: &str = "berth-gateway";
 /// Label holding a digest of the gateway container's configuration, so that a restarted
@@ -49,6 +52,13 @@ pub struct GatewaySpec {
     pub network: String,
     /// Labels for the container.
     pub labels: HashMap<String, String>,
+    /// `--egress-allow-private`: host rules may reach private ranges (a service on the
+    /// developer's network); other plugins' networks stay refused.
+    pub egress_allow_private: bool,
+    /// `--egress-deny`: this host's own addresses (`a.b.c.d/32`), which the gateway cannot
+    /// see from inside its container, so a host service listening on all addresses is not
+    /// reachable through the proxy.
+    pub egress_deny: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -62,6 +72,12 @@ impl GatewaySpec {
             &self.user,
             &self.admin_token_line,
             &self.network,
+            if self.egress_allow_private {
+                "egress-allow-private"
+            } else {
+                ""
+            },
+            &self.egress_deny.join(","),
         ] {
             h.update(part.as_bytes());
             h.update([0]);
@@ -80,24 +96,34 @@ pub fn gateway_container(spec: &GatewaySpec, config_digest: &str) -> ContainerCr
     } else {
         spec.host_port.to_string()
     };
+    let mut cmd: Vec<String> = [
+        "gateway",
+        "--backend",
+        "pushed",
+        "--listen",
+        &format!("0.0.0.0:{GATEWAY_PORT}"),
+        "--store",
+        "/state/berth.db",
+        "--audit-summary-interval",
+        "10s",
+        // The proxy only accepts a plugin's credential from that plugin's own address.
+        "--egress-listen",
+        &format!("0.0.0.0:{EGRESS_PORT}"),
+        "--egress-check-source",
+    ]
+    .map(String::from)
+    .to_vec();
+    if spec.egress_allow_private {
+        cmd.push("--egress-allow-private".into());
+    }
+    if !spec.egress_deny.is_empty() {
+        cmd.push("--egress-deny".into());
+        cmd.push(spec.egress_deny.join(","));
+    }
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         user: Some(spec.user.clone()),
-        cmd: Some(
-            [
-                "gateway",
-                "--backend",
-                "pushed",
-                "--listen",
-                &format!("0.0.0.0:{GATEWAY_PORT}"),
-                "--store",
-                "/state/berth.db",
-                "--audit-summary-interval",
-                "10s",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
+        cmd: Some(cmd),
         env: Some(vec![
             format!("BERTH_TOKENS={}", spec.admin_token_line),
             "BERTH_LOG=info".into(),
@@ -129,6 +155,23 @@ pub fn gateway_container(spec: &GatewaySpec, config_digest: &str) -> ContainerCr
         }),
         ..Default::default()
     }
+}
+
+/// This machine's interface addresses as `/32` or `/128` networks, loopback left out (the
+/// gateway always denies it), sorted so the gateway's configuration digest is stable.
+pub fn host_addresses() -> Vec<String> {
+    let mut addresses: Vec<String> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .map(|i| match i.ip() {
+            std::net::IpAddr::V4(ip) => format!("{ip}/32"),
+            std::net::IpAddr::V6(ip) => format!("{ip}/128"),
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 /// `uid:gid` owning `dir`.
@@ -297,6 +340,8 @@ pub(super) async fn ensure_gateway<E: Engine>(
         ),
         network: edge.clone(),
         labels: instance.gateway_labels(),
+        egress_allow_private: config.egress_allow_private,
+        egress_deny: host_addresses(),
     };
     let digest = spec.config_digest(&image.id);
     let name = instance.gateway_container_name();
@@ -347,6 +392,8 @@ mod tests {
             admin_token_line: "berth-cli sha256:00 admin".into(),
             network: "berth-x-edge".into(),
             labels: HashMap::new(),
+            egress_allow_private: false,
+            egress_deny: vec!["192.168.1.20/32".into()],
         }
     }
 
@@ -383,5 +430,32 @@ mod tests {
         assert_ne!(a, spec(7071).config_digest("img"));
         assert_ne!(a, spec(7070).config_digest("img2"));
         assert_eq!(a, spec(7070).config_digest("img"));
+        let private = GatewaySpec {
+            egress_allow_private: true,
+            ..spec(7070)
+        };
+        assert_ne!(a, private.config_digest("img"));
+        let moved = GatewaySpec {
+            egress_deny: vec!["192.168.1.21/32".into()],
+            ..spec(7070)
+        };
+        assert_ne!(a, moved.config_digest("img"));
+    }
+
+    #[test]
+    fn gateway_serves_the_egress_proxy_checking_the_source() {
+        let cmd = gateway_container(&spec(7070), "d").cmd.unwrap();
+        let listen = cmd.iter().position(|a| a == "--egress-listen").unwrap();
+        assert_eq!(cmd[listen + 1], format!("0.0.0.0:{EGRESS_PORT}"));
+        assert!(cmd.contains(&"--egress-check-source".to_owned()));
+        assert!(!cmd.contains(&"--egress-allow-private".to_owned()));
+        let private = GatewaySpec {
+            egress_allow_private: true,
+            ..spec(7070)
+        };
+        let cmd = gateway_container(&private, "d").cmd.unwrap();
+        assert!(cmd.contains(&"--egress-allow-private".to_owned()));
+        let deny = cmd.iter().position(|a| a == "--egress-deny").unwrap();
+        assert_eq!(cmd[deny + 1], "192.168.1.20/32");
     }
 }

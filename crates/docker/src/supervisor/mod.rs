@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 pub use engine::Engine;
-pub use gateway::{AdminClient, GATEWAY_ALIAS, GATEWAY_PORT, GatewaySpec};
+pub use gateway::{AdminClient, EGRESS_PORT, GATEWAY_ALIAS, GATEWAY_PORT, GatewaySpec};
 use plan::Desired;
 pub use restart::{RestartPolicy, RestartState, Verdict};
 
@@ -85,6 +85,9 @@ pub struct SupervisorConfig {
     pub restart_cap: Duration,
     /// How often CPU and memory are read.
     pub stats_interval: Duration,
+    /// The gateway's `--egress-allow-private`: granted host names may resolve to private
+    /// addresses (other plugins' networks stay refused).
+    pub egress_allow_private: bool,
 }
 
 impl SupervisorConfig {
@@ -104,6 +107,7 @@ impl SupervisorConfig {
             max_restarts: 5,
             restart_cap: Duration::from_secs(30),
             stats_interval: Duration::from_secs(5),
+            egress_allow_private: false,
         }
     }
 

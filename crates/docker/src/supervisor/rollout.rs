@@ -13,8 +13,8 @@ use berth_store::{InstalledPlugin, RevisionRecord};
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::{Engine, GATEWAY_ALIAS, GATEWAY_PORT, Serving, Supervisor};
-use crate::hardening::{LocalSecrets, container_env};
+use super::{EGRESS_PORT, Engine, GATEWAY_ALIAS, GATEWAY_PORT, Serving, Supervisor};
+use crate::hardening::{LocalSecrets, PluginGateway, container_env};
 use crate::readiness::{NotReady, wait_ready_with};
 use crate::{ContainerOptions, FilesystemSource, plugin_container};
 
@@ -228,10 +228,11 @@ impl<E: Engine> Supervisor<E> {
             .ok_or_else(|| format!("the gateway has no address on {network}"))?;
         let env = container_env(
             plugin,
-            Some((
-                format!("http://{gateway_ip}:{GATEWAY_PORT}"),
-                inst.token.clone(),
-            )),
+            Some(PluginGateway {
+                url: format!("http://{gateway_ip}:{GATEWAY_PORT}"),
+                token: inst.token.clone(),
+                egress_proxy: Some(format!("{gateway_ip}:{EGRESS_PORT}")),
+            }),
             Some(LocalSecrets {
                 values,
                 file: &secrets_file,

@@ -27,7 +27,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::rules::{Decision, EgressPolicy, Refusal, Target, TargetHost};
+use super::rules::{
+    Decision, DenyCategory, EgressPolicy, Refusal, Target, TargetHost, own_address, plugin_network,
+};
 use super::{EgressSettings, Resolver, SystemResolver};
 use crate::{Error, Gateway};
 
@@ -395,7 +397,29 @@ impl EgressProxy {
         // Every answer is checked, not only the one used: a name that mixes public and
         // internal addresses is how rebinding attacks look.
         let mut rule = None;
+        let gateway_networks = settings.interfaces.as_ref().map(|i| i.current());
+        let plugin_addresses = match gateway_networks {
+            Some(_) => plugin_addresses(&self.inner.gateway.snapshot()),
+            None => Vec::new(),
+        };
         for address in &addresses {
+            // The gateway's interfaces as they are now: it joins networks after start-up.
+            let own = gateway_networks.as_deref().and_then(|nets| {
+                own_address(nets, *address)
+                    .map(|n| (n, DenyCategory::HostAddress))
+                    .or_else(|| {
+                        plugin_network(nets, &plugin_addresses, *address)
+                            .map(|n| (n, DenyCategory::PluginNetwork))
+                    })
+            });
+            if let Some((network, category)) = own {
+                let refusal = Refusal::AlwaysDenied {
+                    address: *address,
+                    network,
+                    category,
+                };
+                return Err(self.refuse(plugin, target, refusal));
+            }
             match policy.decide(&entry.granted_egress, target, *address) {
                 Decision::Allowed { rule: matched } => {
                     rule.get_or_insert(matched);
@@ -748,6 +772,23 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
     let text = String::from_utf8(decoded).ok()?;
     let (user, token) = text.split_once(':')?;
     Some((user.to_owned(), token.to_owned()))
+}
+
+/// The endpoint addresses of every plugin in the directory.
+fn plugin_addresses(snapshot: &DirectorySnapshot) -> Vec<IpAddr> {
+    snapshot
+        .plugins()
+        .flat_map(|entry| entry.endpoints.iter())
+        .filter_map(
+            |endpoint| match Target::parse_authority(endpoint.authority(), Some(80)) {
+                Ok(Target {
+                    host: TargetHost::Ip(ip),
+                    ..
+                }) => Some(ip),
+                _ => None,
+            },
+        )
+        .collect()
 }
 
 /// True when `peer` is the address of one of the plugin's instances.

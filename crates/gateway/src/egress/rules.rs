@@ -230,6 +230,9 @@ pub enum DenyCategory {
     HostAddress,
     /// A Berth network (`--egress-deny`): plugin networks, pods, services.
     BerthNetwork,
+    /// A network of one of the gateway's own interfaces that holds a plugin: another
+    /// plugin's network in local mode.
+    PluginNetwork,
 }
 
 impl DenyCategory {
@@ -244,6 +247,7 @@ impl DenyCategory {
             DenyCategory::Reserved => "broadcast/reserved",
             DenyCategory::HostAddress => "an address of the gateway's own host",
             DenyCategory::BerthNetwork => "a Berth network (--egress-deny)",
+            DenyCategory::PluginNetwork => "a plugin network the gateway is attached to",
         }
     }
 }
@@ -323,6 +327,41 @@ impl DenySet {
                 .copied()
         })
     }
+}
+
+/// The network of one of the gateway's own interfaces (`interfaces`) that contains
+/// `address` and also a plugin's address (`plugin_addresses`): in local mode the gateway
+/// joins every plugin network, and with `--egress-allow-private` those private ranges would
+/// otherwise be open to any plugin. Networks without a plugin (the edge network, a network
+/// an operator connected the gateway to on purpose) are left to the other rules.
+pub fn plugin_network(
+    interfaces: &[IpNet],
+    plugin_addresses: &[IpAddr],
+    address: IpAddr,
+) -> Option<IpNet> {
+    forms(address).into_iter().flatten().find_map(|form| {
+        interfaces
+            .iter()
+            .find(|net| {
+                net.contains(&form)
+                    && plugin_addresses
+                        .iter()
+                        .any(|p| net.contains(&p.to_canonical()))
+            })
+            .map(IpNet::trunc)
+    })
+}
+
+/// `address` as one of the gateway's own interface addresses (`interfaces` keep the
+/// interface's address in their host bits), as a single-address network: addresses gained
+/// after start-up (a network joined later) are the gateway's own too.
+pub fn own_address(interfaces: &[IpNet], address: IpAddr) -> Option<IpNet> {
+    forms(address).into_iter().flatten().find_map(|form| {
+        interfaces
+            .iter()
+            .any(|net| net.addr() == form)
+            .then(|| IpNet::from(form))
+    })
 }
 
 /// `addr` and the IPv4 address it embeds, if any.
@@ -866,6 +905,36 @@ mod tests {
             allowed(&policy().decide(&rules, &t, ip("2606:2800:220:1::1"))),
             Some("::/0")
         );
+    }
+
+    #[test]
+    fn plugin_networks_of_the_gateways_interfaces_are_found() {
+        let interfaces: Vec<IpNet> = ["172.20.0.2/16", "172.21.0.3/16", "172.22.0.2/16"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        // Plugins sit on 172.20/16 and 172.21/16; 172.22/16 is a network without a plugin.
+        let plugins = [ip("172.20.0.3"), ip("172.21.0.2")];
+        assert_eq!(
+            plugin_network(&interfaces, &plugins, ip("172.21.0.9")),
+            Some("172.21.0.0/16".parse().unwrap())
+        );
+        assert_eq!(
+            plugin_network(&interfaces, &plugins, ip("::ffff:172.20.0.3")),
+            Some("172.20.0.0/16".parse().unwrap())
+        );
+        assert_eq!(
+            plugin_network(&interfaces, &plugins, ip("172.22.0.5")),
+            None
+        );
+        assert_eq!(plugin_network(&interfaces, &plugins, ip("10.0.0.1")), None);
+        assert_eq!(plugin_network(&interfaces, &[], ip("172.20.0.3")), None);
+        // The gateway's own address on a network without plugins.
+        assert_eq!(
+            own_address(&interfaces, ip("::ffff:172.22.0.2")),
+            Some("172.22.0.2/32".parse().unwrap())
+        );
+        assert_eq!(own_address(&interfaces, ip("172.22.0.5")), None);
     }
 
     #[test]
