@@ -1,0 +1,341 @@
+//! The egress proxy's cost: the same upstream reached directly and through the proxy, side
+//! by side in one run, alternating in blocks.
+//!
+//! - Time to first byte of a small `GET` (a 13-byte answer), each request on a new
+//!   connection, as a plugin's first call to an API: directly, and as an absolute-form
+//!   request through the proxy (credential check, name resolution through a static map,
+//!   grant check, connect, forward).
+//! - Throughput of a 100 MB download: directly, and through a `CONNECT` tunnel.
+//!
+//! Upstream, proxy and client each get their own Tokio runtime and threads, as separate
+//! processes would: upstream and client one thread each, the proxy a 2-worker runtime like
+//! `berth gateway`'s. Everything is on 127.0.0.1, so the proxy runs with a deny set that
+//! leaves loopback open (the only difference from production settings). Run in release
+//! mode: `cargo bench -p berth-gateway --bench egress`. `BENCH_REQUESTS` sets the number of
+//! small requests per path (default 2000), `BENCH_MB` the download size (default 100).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use berth_api::{EgressRule, Plugin};
+use berth_gateway::egress::{DenySet, EgressPolicy, StaticResolver};
+use berth_gateway::{
+    Auditor, Config, EgressProxy, EgressSettings, Gateway, Metrics, PluginEntry, StaticDirectory,
+    StoreSink, TokenStore,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TOKEN: &str = "bench-plugin-token";
+const SMALL_BODY: &[u8] = b"{\"ok\": true}\n";
+
+fn main() {
+    let requests: usize = env_or("BENCH_REQUESTS", 2000);
+    let megabytes: usize = env_or("BENCH_MB", 100);
+    let upstream = role_runtime("bench-upstream", 1);
+    let proxy = role_runtime("bench-proxy", 2);
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    client.block_on(run(requests, megabytes, upstream, proxy));
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A runtime of `workers` threads that lives as long as the process, like another process.
+fn role_runtime(name: &'static str, workers: usize) -> tokio::runtime::Handle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let runtime = if workers <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .enable_all()
+                    .build()
+            }
+            .expect("runtime");
+            let _ = tx.send(runtime.handle().clone());
+            runtime.block_on(std::future::pending::<()>());
+        });
+    rx.recv().expect("runtime started")
+}
+
+/// Answers every request on a connection with a 13-byte body, then closes.
+async fn small_server(listener: TcpListener) {
+    while let Ok((mut socket, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let _ = socket.set_nodelay(true);
+            if read_head(&mut socket).await.is_none() {
+                return;
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                SMALL_BODY.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+            let _ = socket.write_all(SMALL_BODY).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+/// Sends `bytes` on every connection as soon as it is accepted, then closes.
+async fn bulk_server(listener: TcpListener, bytes: usize) {
+    while let Ok((mut socket, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let chunk = vec![0u8; 1 << 20];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if socket.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+/// Reads up to the end of an HTTP head; returns what followed it.
+async fn read_head(socket: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(buf.split_off(end + 4));
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+    }
+}
+
+fn plugin() -> Plugin {
+    serde_yaml::from_str(
+        "apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {name: fetcher}\nspec: {image: berth/fetcher:0.1.0, version: 0.1.0}\n",
+    )
+    .expect("manifest")
+}
+
+fn host_rule(host: &str, port: u16) -> EgressRule {
+    EgressRule {
+        host: Some(host.into()),
+        cidr: None,
+        ports: vec![port],
+    }
+}
+
+async fn start_proxy(small: u16, bulk: u16) -> SocketAddr {
+    let entry = PluginEntry::new(plugin())
+        .with_token(TOKEN)
+        .with_granted_egress(vec![
+            host_rule("api.test", small),
+            host_rule("bulk.test", bulk),
+        ]);
+    let directory = Arc::new(StaticDirectory::new([entry]));
+    let metrics = Metrics::new();
+    let store = Arc::new(berth_store::Store::open_in_memory().expect("store"));
+    let (auditor, writer) = Auditor::start(vec![Arc::new(StoreSink::new(store))], metrics.clone());
+    std::mem::forget(writer);
+    let gateway = Gateway::new(
+        &Config::default(),
+        directory,
+        TokenStore::new(),
+        metrics,
+        auditor,
+    );
+    let loopback = ["127.0.0.1".parse().expect("ip")];
+    let resolver = StaticResolver::new()
+        .with("api.test", &loopback)
+        .with("bulk.test", &loopback);
+    let settings = EgressSettings::new(EgressPolicy::new(DenySet::empty(), false));
+    let proxy = EgressProxy::with_resolver(gateway, settings, Arc::new(resolver));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(proxy.serve(listener, std::future::pending()));
+    addr
+}
+
+fn credential() -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("fetcher:{TOKEN}"));
+    format!("Basic {encoded}")
+}
+
+/// One small GET on a new connection to `connect`, sending `request`; the time to the
+/// first byte of the answer, after checking the whole answer is a 200 with the body.
+async fn first_byte(connect: SocketAddr, request: &[u8]) -> Duration {
+    let start = Instant::now();
+    let mut socket = TcpStream::connect(connect).await.expect("connect");
+    let _ = socket.set_nodelay(true);
+    socket.write_all(request).await.expect("send");
+    let mut answer = Vec::with_capacity(512);
+    let mut first = [0u8; 1];
+    socket.read_exact(&mut first).await.expect("first byte");
+    let took = start.elapsed();
+    answer.push(first[0]);
+    socket.read_to_end(&mut answer).await.expect("answer");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(SMALL_BODY),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    took
+}
+
+/// Downloads everything `connect` sends (after a `CONNECT` when `tunnel` is given).
+async fn download(connect: SocketAddr, tunnel: Option<&str>, expected: usize) -> Duration {
+    let start = Instant::now();
+    let mut socket = TcpStream::connect(connect).await.expect("connect");
+    let mut received = 0;
+    if let Some(target) = tunnel {
+        let request = format!(
+            "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\nproxy-authorization: {}\r\n\r\n",
+            credential()
+        );
+        socket.write_all(request.as_bytes()).await.expect("send");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).await.expect("tunnel answer");
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = socket.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    assert_eq!(received, expected, "bytes received");
+    start.elapsed()
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+async fn run(
+    requests: usize,
+    megabytes: usize,
+    upstream: tokio::runtime::Handle,
+    proxy_runtime: tokio::runtime::Handle,
+) {
+    let bytes = megabytes << 20;
+    let small = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let small_addr = small.local_addr().expect("addr");
+    let bulk = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let bulk_addr = bulk.local_addr().expect("addr");
+    // The servers run for the whole process; their join handles are not needed.
+    drop(upstream.spawn(small_server(small)));
+    drop(upstream.spawn(bulk_server(bulk, bytes)));
+    let proxy = proxy_runtime
+        .spawn(start_proxy(small_addr.port(), bulk_addr.port()))
+        .await
+        .expect("proxy started");
+
+    let direct_request = b"GET /small HTTP/1.1\r\nhost: api.test\r\nconnection: close\r\n\r\n";
+    let proxied_request = format!(
+        "GET http://api.test:{}/small HTTP/1.1\r\nhost: api.test:{}\r\nproxy-authorization: {}\r\nconnection: close\r\n\r\n",
+        small_addr.port(),
+        small_addr.port(),
+        credential()
+    );
+
+    // Warm-up, then blocks of 100 alternating between the paths.
+    for _ in 0..50 {
+        first_byte(small_addr, direct_request).await;
+        first_byte(proxy, proxied_request.as_bytes()).await;
+    }
+    let mut direct = Vec::with_capacity(requests);
+    let mut proxied = Vec::with_capacity(requests);
+    while direct.len() < requests {
+        for _ in 0..100.min(requests - direct.len()) {
+            direct.push(first_byte(small_addr, direct_request).await);
+        }
+        for _ in 0..100.min(requests - proxied.len()) {
+            proxied.push(first_byte(proxy, proxied_request.as_bytes()).await);
+        }
+    }
+    direct.sort();
+    proxied.sort();
+
+    println!("berth egress proxy benchmark: 127.0.0.1, 2 cores; proxy on a 2-worker runtime");
+    println!();
+    println!(
+        "time to first byte, small GET on a new connection ({requests} per path, alternating blocks of 100)"
+    );
+    println!("  path       p50 us    p90 us    p99 us");
+    for (name, s) in [("direct", &direct), ("proxy", &proxied)] {
+        println!(
+            "  {name:<8} {:>8.1}  {:>8.1}  {:>8.1}",
+            quantile(s, 0.5),
+            quantile(s, 0.9),
+            quantile(s, 0.99)
+        );
+    }
+    let added = quantile(&proxied, 0.5) - quantile(&direct, 0.5);
+    println!(
+        "  added by the proxy at p50: {added:+.1} us [{}] (target <= 1000 us)",
+        if added <= 1000.0 { "met" } else { "MISSED" }
+    );
+
+    let target = format!("bulk.test:{}", bulk_addr.port());
+    let _ = download(bulk_addr, None, bytes).await;
+    let _ = download(proxy, Some(&target), bytes).await;
+    let (mut direct_secs, mut tunnel_secs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        direct_secs.push(download(bulk_addr, None, bytes).await.as_secs_f64());
+        tunnel_secs.push(download(proxy, Some(&target), bytes).await.as_secs_f64());
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mb = megabytes as f64;
+    let (d, t) = (median(&mut direct_secs), median(&mut tunnel_secs));
+    println!();
+    println!("{megabytes} MB download, 3 runs each alternating (median; best in brackets)");
+    println!(
+        "  direct          {:>8.1} MB/s  ({:.1})",
+        mb / d,
+        mb / best(&direct_secs)
+    );
+    println!(
+        "  CONNECT tunnel  {:>8.1} MB/s  ({:.1})",
+        mb / t,
+        mb / best(&tunnel_secs)
+    );
+    let ratio = d / t * 100.0;
+    println!(
+        "  tunnel / direct: {ratio:.0}% [{}] (target >= 80%)",
+        if ratio >= 80.0 { "met" } else { "MISSED" }
+    );
+}
