@@ -28,6 +28,9 @@ use berth_gateway::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod roles;
+use roles::role_runtime;
+
 const TOKEN: &str = "bench-plugin-token";
 const SMALL_BODY: &[u8] = b"{\"ok\": true}\n";
 
@@ -48,29 +51,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-/// A runtime of `workers` threads that lives as long as the process, like another process.
-fn role_runtime(name: &'static str, workers: usize) -> tokio::runtime::Handle {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let _ = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let runtime = if workers <= 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(workers)
-                    .enable_all()
-                    .build()
-            }
-            .expect("runtime");
-            let _ = tx.send(runtime.handle().clone());
-            runtime.block_on(std::future::pending::<()>());
-        });
-    rx.recv().expect("runtime started")
 }
 
 /// Answers every request on a connection with a 13-byte body, then closes.

@@ -26,6 +26,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
+mod roles;
+use roles::role_runtime;
+
 const TOKEN: &str = "bench-token";
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -46,29 +49,6 @@ fn main() {
         .expect("runtime");
     println!("gateway runtime: {workers} worker thread(s); plugins and load generator: 1 each");
     load.block_on(run(Duration::from_secs_f64(secs), plugins, gateway));
-}
-
-/// A runtime of `workers` threads that lives as long as the process, like another process.
-fn role_runtime(name: &'static str, workers: usize) -> tokio::runtime::Handle {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new().name(name.into());
-    let _ = thread.spawn(move || {
-        let runtime = if workers <= 1 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .thread_name(name)
-                .enable_all()
-                .build()
-        }
-        .expect("runtime");
-        tx.send(runtime.handle().clone()).expect("handle");
-        runtime.block_on(std::future::pending::<()>());
-    });
-    rx.recv().expect("runtime started")
 }
 
 async fn spawn(on: &tokio::runtime::Handle, app: Router) -> SocketAddr {
