@@ -255,8 +255,7 @@ fn both_backends_give_a_plugin_the_same_variable_names() {
         Some(PluginGateway {
             url: "http://172.20.0.2:7400".into(),
             token: "token".into(),
-            // The operator does not give plugins the egress proxy yet.
-            egress_proxy: None,
+            egress_proxy: Some("172.20.0.2:7401".into()),
         }),
         Some(LocalSecrets {
             values: &values,
@@ -292,6 +291,12 @@ fn both_backends_give_a_plugin_the_same_variable_names() {
         "BERTH_PLUGIN_VERSION",
         "BERTH_GATEWAY_URL",
         "BERTH_PLUGIN_TOKEN",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
         "WEATHER_KEY",
     ] {
         assert!(local.iter().any(|n| n == name), "{name} missing: {local:?}");

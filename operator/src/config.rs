@@ -58,6 +58,22 @@ pub struct Config {
     #[arg(long, env = "BERTH_GATEWAY_PORT", default_value_t = 8080)]
     pub gateway_port: u16,
 
+    /// The gateway's egress proxy as plugins reach it, `host:port` (their `HTTP_PROXY`); an
+    /// empty value gives plugins no proxy, so host grants reach nothing.
+    #[arg(
+        long,
+        env = "BERTH_EGRESS_PROXY",
+        default_value = crate::render::DEFAULT_EGRESS_PROXY,
+        value_name = "HOST:PORT",
+        value_parser = parse_proxy
+    )]
+    pub egress_proxy: EgressProxy,
+
+    /// Port of the egress proxy on the gateway pods (their NetworkPolicy lets plugins reach
+    /// it); by default the port of `--egress-proxy`.
+    #[arg(long, env = "BERTH_EGRESS_PROXY_PORT", value_name = "PORT")]
+    pub egress_proxy_port: Option<u16>,
+
     /// Namespace of the cluster DNS pods.
     #[arg(long, env = "BERTH_DNS_NAMESPACE", default_value = "kube-system")]
     pub dns_namespace: String,
@@ -91,6 +107,32 @@ pub struct Config {
     pub lease_duration_seconds: u64,
 }
 
+/// `--egress-proxy`: a `host:port`, or none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressProxy(pub Option<(String, u16)>);
+
+/// Parses `host:port` (a bracketed IPv6 host allowed), or an empty value for no proxy.
+pub fn parse_proxy(s: &str) -> Result<EgressProxy, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(EgressProxy(None));
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| {
+        format!("{s:?} is not host:port (e.g. berth-gateway.berth-system.svc:7401)")
+    })?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{s:?}: the port must be 1-65535"))?;
+    if host.is_empty() || host.contains(['/', '@', ' ']) {
+        return Err(format!(
+            "{s:?}: the host must be a name or an address, without scheme or user info (e.g. berth-gateway.berth-system.svc:7401)"
+        ));
+    }
+    Ok(EgressProxy(Some((host.to_string(), port))))
+}
+
 /// A label selector given as `key=value` pairs.
 pub type Selector = BTreeMap<String, String>;
 
@@ -117,6 +159,15 @@ impl Config {
             gateway_namespace: self.gateway_namespace.clone(),
             gateway_labels: self.gateway_selector.clone(),
             gateway_port: self.gateway_port,
+            egress_proxy: self
+                .egress_proxy
+                .0
+                .as_ref()
+                .map(|(host, port)| format!("{host}:{port}")),
+            egress_proxy_port: self
+                .egress_proxy_port
+                .or(self.egress_proxy.0.as_ref().map(|(_, port)| *port))
+                .unwrap_or(crate::render::DEFAULT_EGRESS_PROXY_PORT),
             dns_namespace: self.dns_namespace.clone(),
             dns_labels: self.dns_selector.clone(),
             progress_deadline_seconds: self.progress_deadline_seconds,
@@ -142,6 +193,12 @@ impl Default for Config {
             gateway_namespace: render.gateway_namespace,
             gateway_selector: render.gateway_labels,
             gateway_port: render.gateway_port,
+            egress_proxy: render
+                .egress_proxy
+                .as_deref()
+                .map(|p| parse_proxy(p).expect("the default proxy parses"))
+                .unwrap_or(EgressProxy(None)),
+            egress_proxy_port: None,
             dns_namespace: render.dns_namespace,
             dns_selector: render.dns_labels,
             progress_deadline_seconds: render.progress_deadline_seconds,
@@ -192,6 +249,35 @@ mod tests {
         assert_eq!(cli.config.concurrency, 8);
         assert_eq!(cli.config.gateway_selector.len(), 2);
         assert!(!cli.config.leader_elect);
+    }
+
+    #[test]
+    fn the_egress_proxy_can_be_moved_or_turned_off() {
+        let cli = Cli::try_parse_from(["berth", "--egress-proxy", "gw.platform.svc:3128"]).unwrap();
+        let options = cli.config.render_options();
+        assert_eq!(
+            options.egress_proxy.as_deref(),
+            Some("gw.platform.svc:3128")
+        );
+        assert_eq!(options.egress_proxy_port, 3128);
+        let cli = Cli::try_parse_from([
+            "berth",
+            "--egress-proxy",
+            "gw.platform.svc:3128",
+            "--egress-proxy-port",
+            "7401",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.render_options().egress_proxy_port, 7401);
+        let cli = Cli::try_parse_from(["berth", "--egress-proxy", ""]).unwrap();
+        assert_eq!(cli.config.render_options().egress_proxy, None);
+        for bad in ["gw", "gw:0", "gw:http", "http://gw:7401", ":7401"] {
+            assert!(parse_proxy(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_proxy("[fd00::1]:7401").unwrap(),
+            EgressProxy(Some(("[fd00::1]".into(), 7401)))
+        );
     }
 
     #[test]

@@ -5,13 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_api::{Plugin, PluginGrant};
+use berth_contract::credential;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -27,7 +28,10 @@ use crate::plan::{
     DependencyState, DeploymentView, Plan, PlanInput, Transition, Workload, plan,
     validation_problems,
 };
-use crate::render::{CONTAINER_NAME, FIELD_MANAGER, MANAGED_BY, PLUGIN_LABEL, RenderOptions};
+use crate::render::{
+    CONTAINER_NAME, FIELD_MANAGER, MANAGED_BY, PLUGIN_LABEL, RenderOptions, TOKEN_KEY,
+    render_token_secret, token_secret_name,
+};
 use crate::{Error, Result};
 
 /// The finalizer the operator puts on every Plugin it manages.
@@ -258,9 +262,61 @@ async fn apply(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action> {
         plan.record_digest(revision, digest);
     }
 
+    if let Some(revision) = plan.credential_wanted {
+        let sha256 = ensure_credential(&ctx, &plugin, revision).await?;
+        plan.record_credential(revision, sha256);
+    }
+
     carry_out(&ctx.client, &namespace, &name, &plan.workload).await?;
     report(&plugin, &ctx, &plan).await?;
+    // Only once the status no longer lists their digests: the pods that carried them are gone.
+    for revision in &plan.stale_credentials {
+        delete::<Secret>(
+            &ctx.client,
+            &namespace,
+            &token_secret_name(&plugin, *revision),
+        )
+        .await?;
+    }
     Ok(Action::requeue(plan.requeue_after))
+}
+
+/// The digest (`sha256:HEX`) of the credential of `revision`: read from its Secret when one
+/// exists, else a fresh token is minted and stored in a new Secret. The token is never
+/// logged, reported or kept anywhere else.
+async fn ensure_credential(ctx: &Context, plugin: &Plugin, revision: i64) -> Result<String> {
+    let namespace = plugin.namespace().unwrap_or_default();
+    let name = token_secret_name(plugin, revision);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Some(existing) = secrets.get_opt(&name).await? {
+        let token = existing
+            .data
+            .as_ref()
+            .and_then(|d| d.get(TOKEN_KEY))
+            .and_then(|t| std::str::from_utf8(&t.0).ok())
+            .filter(|t| !t.is_empty());
+        match token {
+            Some(token) => return Ok(credential::digest_line(token)),
+            None => {
+                // Immutable Secrets cannot be repaired in place: replace it.
+                warn!(plugin = %key_of(plugin), secret = %name, "credential Secret has no token; issuing a new one");
+                delete::<Secret>(&ctx.client, &namespace, &name).await?;
+            }
+        }
+    }
+    let token = credential::generate_token().map_err(Error::Random)?;
+    let secret = render_token_secret(plugin, &ctx.render, revision, &token);
+    secrets
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            },
+            &secret,
+        )
+        .await?;
+    info!(plugin = %key_of(plugin), secret = %name, revision, "issued a plugin credential");
+    Ok(credential::digest_line(&token))
 }
 
 async fn report(plugin: &Plugin, ctx: &Context, plan: &Plan) -> Result<()> {
@@ -327,6 +383,7 @@ async fn carry_out(
         Workload::Apply {
             rendered,
             remove_rbac,
+            ..
         } => {
             ssa::<ServiceAccount>(client, namespace, name, &rendered.service_account).await?;
             if let Some(role) = &rendered.role {
@@ -414,6 +471,9 @@ async fn cleanup(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action> {
     delete::<Service>(client, &namespace, &name).await?;
     delete_rbac(client, &namespace, &name).await?;
     delete::<ServiceAccount>(client, &namespace, &name).await?;
+    for c in plugin.status.iter().flat_map(|s| &s.credentials) {
+        delete::<Secret>(client, &namespace, &token_secret_name(&plugin, c.revision)).await?;
+    }
     publish(
         &ctx,
         &plugin,
@@ -421,7 +481,7 @@ async fn cleanup(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action> {
             warning: false,
             reason: "Deleted".into(),
             note:
-                "removed the plugin's Deployment, Service, NetworkPolicy, ServiceAccount and RBAC"
+                "removed the plugin's Deployment, Service, NetworkPolicy, ServiceAccount, RBAC and credentials"
                     .into(),
         },
     )

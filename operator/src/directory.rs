@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use berth_api::approval::{allowed_calls, allowed_egress};
 use berth_api::{Phase, Plugin, PluginGrant, RiskTier};
+use berth_contract::credential;
 use berth_contract::{DirectorySnapshot, Endpoint, PluginDirectory, PluginEntry, StaticDirectory};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -85,33 +86,67 @@ impl KubernetesDirectory {
                 grant_store.wait_until_ready(),
                 slice_store.wait_until_ready()
             );
-            target.publish(&plugin_store, &grant_store, &slice_store, auto_approve);
-            while let Some(change) = changes.next().await {
-                if let Err(e) = change {
-                    warn!(error = %e, "plugin directory watch");
-                    continue;
-                }
+            let mut next_expiry =
                 target.publish(&plugin_store, &grant_store, &slice_store, auto_approve);
+            loop {
+                // A grant that lapses changes what is allowed without any watch event:
+                // publish again when it does.
+                let lapse = async {
+                    match next_expiry {
+                        Some(at) => {
+                            let wait = Timestamp::now().duration_until(at);
+                            let wait = std::time::Duration::try_from(wait).unwrap_or_default();
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    change = changes.next() => match change {
+                        None => break,
+                        Some(Err(e)) => {
+                            warn!(error = %e, "plugin directory watch");
+                            continue;
+                        }
+                        Some(Ok(())) => {}
+                    },
+                    () = lapse => {}
+                }
+                next_expiry =
+                    target.publish(&plugin_store, &grant_store, &slice_store, auto_approve);
             }
         });
         (directory, task)
     }
 
+    /// Publishes the entries as of now; returns when the first grant in force expires.
     fn publish(
         &self,
         plugins: &Store<Plugin>,
         grants: &Store<PluginGrant>,
         slices: &Store<EndpointSlice>,
         auto_approve: RiskTier,
-    ) {
+    ) -> Option<Timestamp> {
+        let now = Timestamp::now();
+        let grants = grants.state();
         self.inner.replace_all(entries(
             &plugins.state(),
-            &grants.state(),
+            &grants,
             &slices.state(),
-            Timestamp::now(),
+            now,
             auto_approve,
         ));
+        next_expiry(&grants, now)
     }
+}
+
+/// The first expiry after `now` among `grants`: what they allow changes then.
+pub fn next_expiry(grants: &[Arc<PluginGrant>], now: Timestamp) -> Option<Timestamp> {
+    grants
+        .iter()
+        .filter_map(|g| g.spec.expiry()?.ok())
+        .filter(|at| *at > now)
+        .min()
 }
 
 /// The directory entries for plugins, their grants and their Services' EndpointSlices (all
@@ -139,13 +174,29 @@ pub fn entries(
                 .and_then(|s| s.phase)
                 .unwrap_or(Phase::Pending);
             let endpoints = ready_endpoints(name, slices);
-            PluginEntry::new((**plugin).clone())
+            credential_digests(plugin)
+                .into_iter()
+                .fold(
+                    PluginEntry::new((**plugin).clone()),
+                    PluginEntry::with_token_digest,
+                )
                 .with_phase(phase)
                 .with_revision(plugin.metadata.generation.unwrap_or(1).max(1) as u64)
                 .with_endpoints(endpoints)
                 .with_granted_calls(allowed_calls(plugin, &own, now, auto_approve))
                 .with_granted_egress(allowed_egress(plugin, &own, now, auto_approve))
         })
+        .collect()
+}
+
+/// The token digests the operator recorded in the plugin's status: one per revision whose
+/// pods may still run. A digest that does not parse is skipped (it authenticates nobody).
+fn credential_digests(plugin: &Plugin) -> Vec<[u8; 32]> {
+    plugin
+        .status
+        .iter()
+        .flat_map(|s| &s.credentials)
+        .filter_map(|c| credential::parse_digest(&c.sha256).ok())
         .collect()
 }
 
@@ -191,7 +242,9 @@ fn ready_endpoints(name: &str, slices: &[Arc<EndpointSlice>]) -> Vec<Endpoint> {
 
 #[cfg(test)]
 mod tests {
-    use berth_api::{EgressRule, Permissions, PluginCall, PluginGrantSpec, PluginStatus};
+    use berth_api::{
+        EgressRule, Permissions, PluginCall, PluginCredential, PluginGrantSpec, PluginStatus,
+    };
     use serde_json::json;
 
     use super::*;
@@ -309,6 +362,89 @@ mod tests {
         let e = entries(&plugins, &[Arc::new(grant)], &[], now(), RiskTier::Low);
         assert!(e[0].may_call("text-processor", "stats"));
         assert!(!e[0].may_call("text-processor", "tokenize"));
+    }
+
+    #[test]
+    fn credential_digests_from_the_status_authenticate_their_tokens() {
+        let mut p = (*plugin("fetcher", Some(Phase::Deploying))).clone();
+        let (old, new) = ("old-token", "new-token");
+        if let Some(status) = p.status.as_mut() {
+            status.credentials = vec![
+                PluginCredential {
+                    revision: 1,
+                    sha256: credential::digest_line(old),
+                },
+                PluginCredential {
+                    revision: 2,
+                    sha256: credential::digest_line(new),
+                },
+                PluginCredential {
+                    revision: 3,
+                    sha256: "not-a-digest".into(),
+                },
+            ];
+        }
+        let e = entries(&[Arc::new(p.clone())], &[], &[], now(), RiskTier::Low);
+        assert_eq!(
+            e[0].token_sha256,
+            vec![credential::digest(old), credential::digest(new)]
+        );
+        let directory = StaticDirectory::new(e);
+        let snapshot = directory.snapshot();
+        // Both revisions' pods authenticate while the rollout runs.
+        assert_eq!(
+            snapshot.plugin_for_token(&credential::digest(old)),
+            Some("fetcher")
+        );
+        assert_eq!(
+            snapshot.plugin_for_token(&credential::digest(new)),
+            Some("fetcher")
+        );
+        assert_eq!(
+            snapshot.plugin_for_token(&credential::digest("guess")),
+            None
+        );
+
+        // After the rollout the old digest is gone from the status, and from the directory.
+        if let Some(status) = p.status.as_mut() {
+            status.credentials.retain(|c| c.revision == 2);
+        }
+        directory.replace_all(entries(&[Arc::new(p)], &[], &[], now(), RiskTier::Low));
+        let snapshot = directory.snapshot();
+        assert_eq!(snapshot.plugin_for_token(&credential::digest(old)), None);
+        assert_eq!(
+            snapshot.plugin_for_token(&credential::digest(new)),
+            Some("fetcher")
+        );
+    }
+
+    #[test]
+    fn the_directory_is_published_again_when_the_first_grant_in_force_expires() {
+        let grant = |name: &str, expires: Option<&str>| {
+            let mut g = PluginGrant::new(
+                name,
+                PluginGrantSpec {
+                    plugin: "http-fetch".into(),
+                    permissions: Permissions::default(),
+                    granted_by: "platform@example.com".into(),
+                    reason: None,
+                    expires_at: expires.map(str::to_owned),
+                },
+            );
+            g.metadata.namespace = Some("default".into());
+            Arc::new(g)
+        };
+        let grants = [
+            grant("forever", None),
+            grant("lapsed", Some("2026-03-01T11:00:00Z")),
+            grant("later", Some("2026-03-02T00:00:00Z")),
+            grant("sooner", Some("2026-03-01T12:30:00Z")),
+        ];
+        assert_eq!(
+            next_expiry(&grants, now()),
+            Some("2026-03-01T12:30:00Z".parse().unwrap())
+        );
+        assert_eq!(next_expiry(&grants[..2], now()), None);
     }
 
     #[test]

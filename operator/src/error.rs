@@ -69,6 +69,10 @@ pub enum Error {
     /// The Kubernetes client could not be configured.
     #[error("connecting to Kubernetes: {0}")]
     Connect(#[source] kube::Error),
+
+    /// The operating system's random source failed while minting a plugin credential.
+    #[error("minting a plugin credential: {0}")]
+    Random(#[source] std::io::Error),
 }
 
 impl Error {
@@ -89,6 +93,7 @@ impl Error {
             Error::Serve { .. } => "serve",
             Error::Metrics(_) => "metrics",
             Error::Connect(_) => "connect",
+            Error::Random(_) => "random",
         }
     }
 }

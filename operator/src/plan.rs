@@ -8,16 +8,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_api::{
-    Condition, ConditionStatus, Permissions, Phase, Plugin, PluginGrant, PluginStatus, Revision,
-    RevisionOutcome, RiskTier, validate_plugin,
+    Condition, ConditionStatus, Permissions, Phase, Plugin, PluginCredential, PluginGrant,
+    PluginStatus, Revision, RevisionOutcome, RiskTier, validate_plugin,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::approval::{Approval, decide, describe_missing};
 use crate::render::{
-    PERMISSIONS_ANNOTATION, REVISION_ANNOTATION, RenderInput, RenderOptions, Rendered,
-    RevisionToRun, endpoint, render,
+    CREDENTIAL_ANNOTATION, PERMISSIONS_ANNOTATION, REVISION_ANNOTATION, RenderInput, RenderOptions,
+    Rendered, RevisionToRun, endpoint, render,
 };
 
 /// Condition: the spec passed `berth-api` validation.
@@ -134,6 +134,8 @@ pub enum Workload {
     Apply {
         /// The desired objects.
         rendered: Box<Rendered>,
+        /// The revision they run; its credential Secret must exist before they are applied.
+        revision: i64,
         /// A Kubernetes permission was dropped: its Role and RoleBinding must go.
         remove_rbac: bool,
     },
@@ -171,6 +173,12 @@ pub struct Plan {
     /// A revision that became Active without a known digest: the controller reads it from
     /// the pods and calls [`Plan::record_digest`].
     pub digest_wanted: Option<i64>,
+    /// The revision whose credential the applied Deployment names: the controller reads its
+    /// Secret, or mints a token and creates one, and calls [`Plan::record_credential`].
+    pub credential_wanted: Option<i64>,
+    /// Revisions whose pods are gone: their Secrets are deleted once the status without
+    /// their digests is written.
+    pub stale_credentials: Vec<i64>,
 }
 
 impl Plan {
@@ -186,6 +194,39 @@ impl Plan {
         }
         self.status.image_digest = Some(digest);
         self.digest_wanted = None;
+    }
+
+    /// Records the digest (`sha256:HEX`) of the credential of `revision`, in the status and on
+    /// the pod template of the Deployment to apply (a credential issued again restarts the pods).
+    pub fn record_credential(&mut self, revision: i64, sha256: String) {
+        match self
+            .status
+            .credentials
+            .iter_mut()
+            .find(|c| c.revision == revision)
+        {
+            Some(c) => c.sha256 = sha256.clone(),
+            None => {
+                self.status.credentials.push(PluginCredential {
+                    revision,
+                    sha256: sha256.clone(),
+                });
+                self.status.credentials.sort_by_key(|c| c.revision);
+            }
+        }
+        if let Workload::Apply { rendered, .. } = &mut self.workload
+            && let Some(template) = rendered
+                .deployment
+                .spec
+                .as_mut()
+                .and_then(|s| s.template.metadata.as_mut())
+        {
+            template
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(CREDENTIAL_ANNOTATION.to_string(), sha256);
+        }
+        self.credential_wanted = None;
     }
 }
 
@@ -257,6 +298,46 @@ pub fn validation_problems(plugin: &Plugin) -> Vec<String> {
 
 /// Plans one reconcile. Pure and deterministic for a given input.
 pub fn plan(input: PlanInput<'_>) -> Plan {
+    let mut plan = plan_workload(input);
+    plan_credentials(&mut plan, input);
+    plan
+}
+
+/// Which credentials the pods may carry. The applied revision's is wanted; while a rollout
+/// is under way (or the Deployment is not applied) every credential of the last status stays
+/// accepted, because pods of older revisions may still run; once the applied revision runs
+/// on every wanted replica and no older pod is left, the others are dropped.
+fn plan_credentials(plan: &mut Plan, input: PlanInput<'_>) {
+    let previous = input
+        .plugin
+        .status
+        .as_ref()
+        .map(|s| s.credentials.as_slice())
+        .unwrap_or_default();
+    plan.status.credentials = previous.to_vec();
+    if let Workload::Apply { revision, .. } = &plan.workload {
+        let revision = *revision;
+        plan.credential_wanted = Some(revision);
+        let wanted = if input.plugin.spec.enabled {
+            input.plugin.spec.replicas
+        } else {
+            0
+        };
+        if input
+            .deployment
+            .is_some_and(|d| d.rolled_out(revision, wanted))
+        {
+            plan.status.credentials.retain(|c| c.revision == revision);
+        }
+    }
+    plan.stale_credentials = previous
+        .iter()
+        .map(|c| c.revision)
+        .filter(|r| !plan.status.credentials.iter().any(|c| c.revision == *r))
+        .collect();
+}
+
+fn plan_workload(input: PlanInput<'_>) -> Plan {
     let PlanInput {
         plugin,
         grants,
@@ -711,6 +792,7 @@ fn apply(
                     .is_some_and(|p| !p.kubernetes.is_empty());
             Workload::Apply {
                 rendered: Box::new(rendered),
+                revision: target.number,
                 remove_rbac,
             }
         }
@@ -846,6 +928,8 @@ fn finish(
         transition,
         requeue_after,
         digest_wanted: None,
+        credential_wanted: None,
+        stale_credentials: Vec::new(),
     }
 }
 

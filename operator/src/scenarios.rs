@@ -25,6 +25,7 @@ const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/default/networkpolic
 const ROLE: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles";
 const BINDING: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings";
 const PLUGINS: &str = "/apis/berth.dev/v1alpha1/namespaces/default/plugins";
+const SECRETS: &str = "/api/v1/namespaces/default/secrets";
 
 fn plugin(name: &str, image: &str, version: &str) -> Plugin {
     let mut p: Plugin = serde_json::from_value(json!({
@@ -113,7 +114,51 @@ fn deployment(
     })
 }
 
+/// A credential issued for revision `revision` of `name`: no Secret yet, so one is created.
+fn credential_issued(name: &str, revision: i64) -> Vec<Expect> {
+    vec![
+        Expect::new(
+            Method::GET,
+            format!("{SECRETS}/{name}-berth-token-{revision}"),
+            Reply::Error(404),
+        ),
+        Expect::new(Method::POST, SECRETS, Reply::Echo),
+    ]
+}
+
+/// The credential Secret of revision `revision` of `name` exists already.
+fn credential_found(name: &str, revision: i64, secret: &Value) -> Expect {
+    Expect::new(
+        Method::GET,
+        format!("{SECRETS}/{name}-berth-token-{revision}"),
+        Reply::Json(secret.clone()),
+    )
+}
+
+/// The body of the first call to a path ending with `suffix`.
+fn body_of<'a>(seen: &'a [Seen], method: Method, suffix: &str) -> &'a Value {
+    &seen
+        .iter()
+        .find(|s| s.method == method && s.path.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {method} …{suffix}"))
+        .body
+}
+
+/// The token a created credential Secret holds (the test reads it back like a pod would).
+fn token_of(secret: &Value) -> String {
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secret.clone()).unwrap();
+    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+}
+
+/// Credential issue for revision 1, then every object of the calculator.
 fn workload_applies() -> Vec<Expect> {
+    let mut calls = credential_issued("calculator", 1);
+    calls.extend(calculator_applies());
+    calls
+}
+
+fn calculator_applies() -> Vec<Expect> {
     vec![
         Expect::apply(format!("{SA}/calculator")),
         Expect::apply(format!("{SVC}/calculator")),
@@ -213,7 +258,7 @@ async fn new_low_risk_plugin_is_applied_and_reported_deploying() {
         kube::runtime::controller::Action::requeue(crate::plan::ROLLOUT_POLL)
     );
 
-    let deployment = &seen[4].body;
+    let deployment = body_of(&seen, Method::PATCH, "/deployments/calculator");
     assert_eq!(deployment["kind"], "Deployment");
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
@@ -326,10 +371,29 @@ async fn unchanged_status_is_not_written_again() {
     ));
     expected.push(Expect::event(NS));
     let (_, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    let secret = body_of(&seen, Method::POST, "/secrets").clone();
     let mut p = p;
     p.status = Some(status_of(&seen));
 
     // Second pass with that status: apply again (drift correction), no status write, no Event.
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/calculator"),
+            Reply::Error(404),
+        ),
+        credential_found("calculator", 1, &secret),
+    ];
+    expected.extend(calculator_applies());
+    let (result, _) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn first_reconcile_issues_a_credential_kept_only_in_a_secret() {
+    let p = calculator();
     let (ctx, verifier, mut caches) = Context::test();
     caches.fill(&[&p], &[]);
     let mut expected = vec![Expect::new(
@@ -338,8 +402,280 @@ async fn unchanged_status_is_not_written_again() {
         Reply::Error(404),
     )];
     expected.extend(workload_applies());
-    let (result, _) = reconcile_with(&p, ctx, verifier, expected).await;
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
     result.unwrap();
+
+    let secret = body_of(&seen, Method::POST, "/secrets");
+    assert_eq!(secret["metadata"]["name"], "calculator-berth-token-1");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "berth-operator"
+    );
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        "uid-calculator"
+    );
+    assert_eq!(secret["immutable"], true);
+    let token = token_of(secret);
+    assert_eq!(token.len(), 64);
+
+    // The status carries the digest, never the token.
+    let status = status_of(&seen);
+    let digest = berth_contract::credential::digest_line(&token);
+    assert_eq!(
+        status.credentials,
+        vec![berth_api::PluginCredential {
+            revision: 1,
+            sha256: digest.clone()
+        }]
+    );
+    // Only the Secret holds the token: not the status, the Event, the Deployment or anything
+    // else the operator sent.
+    for call in seen.iter().filter(|s| !s.path.ends_with("/secrets")) {
+        assert!(
+            !call.body.to_string().contains(&token),
+            "{} {} carries the token",
+            call.method,
+            call.path
+        );
+    }
+
+    // The Deployment takes the token from that Secret, and the proxy URL from the token.
+    let deployment = body_of(&seen, Method::PATCH, "/deployments/calculator");
+    let template = &deployment["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["annotations"]["berth.dev/credential-sha256"],
+        digest.as_str()
+    );
+    let env = template["spec"]["containers"][0]["env"].as_array().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap();
+    assert_eq!(
+        var("BERTH_PLUGIN_TOKEN")["valueFrom"]["secretKeyRef"],
+        json!({"name": "calculator-berth-token-1", "key": "token"})
+    );
+    assert_eq!(
+        var("HTTPS_PROXY")["value"],
+        "http://calculator:$(BERTH_PLUGIN_TOKEN)@berth-gateway.berth-system.svc:7401"
+    );
+}
+
+#[tokio::test]
+async fn a_new_revision_rotates_the_credential_and_drops_the_old_one_after_rollout() {
+    let old_token = "a".repeat(64);
+    let old_digest = berth_contract::credential::digest_line(&old_token);
+    let mut p = plugin("calculator", "berth/calculator:0.2.0", "0.2.0");
+    p.metadata.generation = Some(2);
+    p.status = Some(PluginStatus {
+        phase: Some(Phase::Ready),
+        revisions: vec![Revision {
+            revision: 1,
+            version: "0.1.0".into(),
+            image: Some("berth/calculator:0.1.0".into()),
+            image_digest: Some(format!("sha256:{}", "11".repeat(32))),
+            outcome: RevisionOutcome::Active,
+            message: None,
+        }],
+        credentials: vec![berth_api::PluginCredential {
+            revision: 1,
+            sha256: old_digest.clone(),
+        }],
+        ..PluginStatus::default()
+    });
+
+    // Revision 2 starts rolling out while revision 1 serves: a new Secret, both digests.
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Json(deployment(
+            "calculator",
+            1,
+            "berth/calculator:0.1.0",
+            &json!({}),
+            true,
+            false,
+        )),
+    )];
+    expected.extend(credential_issued("calculator", 2));
+    expected.extend(calculator_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    assert!(!seen.iter().any(|s| s.method == Method::DELETE));
+    let secret = body_of(&seen, Method::POST, "/secrets");
+    assert_eq!(secret["metadata"]["name"], "calculator-berth-token-2");
+    let new_token = token_of(secret);
+    let new_digest = berth_contract::credential::digest_line(&new_token);
+    assert_ne!(new_token, old_token);
+    let status = status_of(&seen);
+    assert_eq!(
+        status.credentials,
+        vec![
+            berth_api::PluginCredential {
+                revision: 1,
+                sha256: old_digest.clone()
+            },
+            berth_api::PluginCredential {
+                revision: 2,
+                sha256: new_digest.clone()
+            },
+        ]
+    );
+    let deployment_sent = body_of(&seen, Method::PATCH, "/deployments/calculator");
+    let env = deployment_sent["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    assert!(
+        env.to_string().contains("calculator-berth-token-2"),
+        "{env}"
+    );
+
+    // The gateway accepts both tokens while both revisions' pods may run.
+    let mut during = p.clone();
+    during.status = Some(status.clone());
+    let entries = crate::directory::entries(
+        &[Arc::new(during.clone())],
+        &[],
+        &[],
+        now(),
+        berth_api::RiskTier::Low,
+    );
+    let snapshot = berth_contract::DirectorySnapshot::new(1, true, entries);
+    for token in [&old_token, &new_token] {
+        assert_eq!(
+            snapshot.plugin_for_token(&berth_contract::credential::digest(token)),
+            Some("calculator")
+        );
+    }
+
+    // Revision 2 runs on every replica: revision 1's digest is dropped and its Secret deleted,
+    // after the status is written.
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&during], &[]);
+    let mut expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/calculator"),
+            Reply::Json(deployment(
+                "calculator",
+                2,
+                "berth/calculator:0.2.0",
+                &json!({}),
+                true,
+                false,
+            )),
+        ),
+        Expect::new(
+            Method::GET,
+            "/api/v1/namespaces/default/pods",
+            Reply::Json(
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            ),
+        ),
+        credential_found("calculator", 2, secret),
+    ];
+    expected.extend(calculator_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&during)),
+    ));
+    expected.push(Expect::event(NS));
+    expected.push(Expect::new(
+        Method::DELETE,
+        format!("{SECRETS}/calculator-berth-token-1"),
+        Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+    ));
+    let (result, seen) = reconcile_with(&during, ctx, verifier, expected).await;
+    result.unwrap();
+    let status = status_of(&seen);
+    assert_eq!(
+        status.credentials,
+        vec![berth_api::PluginCredential {
+            revision: 2,
+            sha256: new_digest
+        }]
+    );
+    let mut after = during;
+    after.status = Some(status);
+    let entries = crate::directory::entries(
+        &[Arc::new(after)],
+        &[],
+        &[],
+        now(),
+        berth_api::RiskTier::Low,
+    );
+    let snapshot = berth_contract::DirectorySnapshot::new(2, true, entries);
+    assert_eq!(
+        snapshot.plugin_for_token(&berth_contract::credential::digest(&old_token)),
+        None
+    );
+    assert_eq!(
+        snapshot.plugin_for_token(&berth_contract::credential::digest(&new_token)),
+        Some("calculator")
+    );
+}
+
+#[tokio::test]
+async fn an_existing_credential_secret_is_reused_without_a_new_token() {
+    let token = "b".repeat(64);
+    let digest = berth_contract::credential::digest_line(&token);
+    let mut p = calculator();
+    p.status = Some(PluginStatus {
+        credentials: vec![berth_api::PluginCredential {
+            revision: 1,
+            sha256: digest.clone(),
+        }],
+        ..PluginStatus::default()
+    });
+    let secret = serde_json::to_value(crate::render::render_token_secret(
+        &p,
+        &crate::render::RenderOptions::default(),
+        1,
+        &token,
+    ))
+    .unwrap();
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/calculator"),
+            Reply::Error(404),
+        ),
+        credential_found("calculator", 1, &secret),
+    ];
+    expected.extend(calculator_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == Method::POST && s.path.ends_with("/secrets"))
+    );
+    assert_eq!(
+        status_of(&seen).credentials,
+        vec![berth_api::PluginCredential {
+            revision: 1,
+            sha256: digest
+        }]
+    );
 }
 
 #[tokio::test]
@@ -392,12 +728,14 @@ async fn grant_added_deploys_the_plugin() {
     let g = grant_for(&p);
     let (ctx, verifier, mut caches) = Context::test();
     caches.fill(&[&p], &[&g]);
-    let expected = vec![
-        Expect::new(
-            Method::GET,
-            format!("{DEPLOY}/http-fetch"),
-            Reply::Error(404),
-        ),
+    let expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/http-fetch"),
+        Reply::Error(404),
+    )]
+    .into_iter()
+    .chain(credential_issued("http-fetch", 1))
+    .chain([
         Expect::apply(format!("{SA}/http-fetch")),
         Expect::apply(format!("{SVC}/http-fetch")),
         Expect::apply(format!("{NETPOL}/http-fetch")),
@@ -408,14 +746,14 @@ async fn grant_added_deploys_the_plugin() {
             Reply::WithStatus(plugin_json(&p)),
         ),
         Expect::event(NS),
-    ];
+    ])
+    .collect();
     let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
     result.unwrap();
-    let policy = &seen[3].body;
-    assert_eq!(
-        policy["spec"]["egress"][2]["to"][0]["ipBlock"]["cidr"],
-        "0.0.0.0/0"
-    );
+    // `host: "*"` goes through the egress proxy: no address block is opened directly.
+    let policy = body_of(&seen, Method::PATCH, "/networkpolicies/http-fetch");
+    assert_eq!(policy["spec"]["egress"].as_array().unwrap().len(), 2);
+    assert!(!policy.to_string().contains("ipBlock"));
     let status = status_of(&seen);
     assert_eq!(status.phase, Some(Phase::Deploying));
     assert_eq!(
@@ -580,6 +918,43 @@ async fn deleting_a_plugin_cleans_up_then_drops_the_finalizer() {
 }
 
 #[tokio::test]
+async fn deleting_a_plugin_deletes_its_credential_secrets() {
+    let mut p = calculator();
+    p.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    p.status = Some(PluginStatus {
+        credentials: [1, 2]
+            .map(|revision| berth_api::PluginCredential {
+                revision,
+                sha256: format!("sha256:{}", "cd".repeat(32)),
+            })
+            .to_vec(),
+        ..PluginStatus::default()
+    });
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let gone = |path: String| Expect::new(Method::DELETE, path, Reply::Error(404));
+    let expected = vec![
+        gone(format!("{DEPLOY}/calculator")),
+        gone(format!("{NETPOL}/calculator")),
+        gone(format!("{SVC}/calculator")),
+        gone(format!("{BINDING}/calculator")),
+        gone(format!("{ROLE}/calculator")),
+        gone(format!("{SA}/calculator")),
+        gone(format!("{SECRETS}/calculator-berth-token-1")),
+        gone(format!("{SECRETS}/calculator-berth-token-2")),
+        Expect::event(NS),
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/calculator"),
+            Reply::Json(plugin_json(&p)),
+        ),
+    ];
+    let (result, _) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+}
+
+#[tokio::test]
 async fn failed_cleanup_keeps_the_finalizer() {
     let mut p = calculator();
     p.metadata.deletion_timestamp =
@@ -667,7 +1042,7 @@ async fn rollout_past_its_deadline_rolls_back_to_the_last_good_digest() {
     expected.push(Expect::event(NS));
     let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
     result.unwrap();
-    let deployment = &seen[4].body;
+    let deployment = body_of(&seen, Method::PATCH, "/deployments/calculator");
     let good = format!("berth/calculator@sha256:{}", "11".repeat(32));
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],

@@ -7,6 +7,8 @@ mod common;
 
 use std::process::Command;
 
+use serde::Deserialize;
+
 use berth_operator::template::TemplateOutcome;
 
 /// Kubernetes version validated against (the cluster version the operator targets).
@@ -69,8 +71,25 @@ fn rendered_objects_are_valid_kubernetes_1_33_in_strict_mode() {
             kinds.insert(kind);
             written.push(path);
         }
+        // The credential Secret the controller creates beside them (never rendered by
+        // `berth render`, which holds no token).
+        let Some(source) = rendered.deployment.metadata.name.as_deref() else {
+            continue;
+        };
+        let owner = rendered_plugin(&files, source);
+        let secret = berth_operator::render::render_token_secret(
+            &owner,
+            &berth_operator::render::RenderOptions::default(),
+            1,
+            &"0".repeat(64),
+        );
+        let path = dir.path().join(format!("{plugin}-secret.yaml"));
+        std::fs::write(&path, serde_yaml::to_string(&secret).unwrap()).unwrap();
+        kinds.insert("Secret".to_string());
+        written.push(path);
     }
     for kind in [
+        "Secret",
         "ServiceAccount",
         "Role",
         "RoleBinding",
@@ -110,6 +129,29 @@ fn rendered_objects_are_valid_kubernetes_1_33_in_strict_mode() {
 
 /// Guards the test above against passing vacuously: the same invocation rejects an object
 /// with a field Kubernetes does not know.
+/// The Plugin named `name` among the manifests in `files`, with a UID so that it owns objects.
+fn rendered_plugin(files: &[String], name: &str) -> berth_api::Plugin {
+    for (file, bytes) in common::read(files) {
+        let text = String::from_utf8(bytes).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document).unwrap();
+            if value["kind"].as_str() == Some("Plugin")
+                && value["metadata"]["name"].as_str() == Some(name)
+            {
+                let mut plugin: berth_api::Plugin =
+                    serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{file}: {e}"));
+                plugin.metadata.uid = Some("0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e".into());
+                plugin
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".into());
+                return plugin;
+            }
+        }
+    }
+    panic!("no Plugin {name} in {files:?}")
+}
+
 #[test]
 fn strict_validation_rejects_an_unknown_field() {
     let Some(mut validate) = tool() else {

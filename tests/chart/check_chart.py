@@ -70,6 +70,11 @@ ALL_FEATURES: dict[str, Any] = {
     "operator": {"replicas": 2},
     "gateway": {
         "pluginNamespace": "team-a",
+        "egress": {
+            "allowPrivate": True,
+            "deny": ["10.244.0.0/16", "10.96.0.0/12"],
+            "cidrs": [{"cidr": "203.0.113.0/24"}],
+        },
         "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80},
         "podDisruptionBudget": {"enabled": True},
         "auth": {"existingSecret": "team-gateway-tokens", "existingSecretKey": "tokens.txt"},
@@ -291,6 +296,37 @@ def check_defaults(objects: list[dict[str, Any]]) -> None:
         for rule in gw_policy["spec"]["egress"]), "gateway NetworkPolicy lets it reach plugin pods")
     for sa in find(objects, "ServiceAccount"):
         check(sa["metadata"]["namespace"] == NAMESPACE, f"ServiceAccount/{sa['metadata']['name']} in the release namespace")
+    check_egress_proxy(objects)
+
+
+def check_egress_proxy(objects: list[dict[str, Any]]) -> None:
+    operator = one(objects, "Deployment", "berth-operator")
+    gateway = one(objects, "Deployment", "berth-gateway")
+    gw_args = args_of(gateway)
+    check(arg_value(gw_args, "--egress-listen") == "0.0.0.0:7401", "gateway serves the egress proxy on 7401")
+    check("--egress-allow-private" not in gw_args and arg_value(gw_args, "--egress-deny") is None,
+          "gateway: no private ranges and no extra deny networks by default")
+    ports = {p["name"]: p["containerPort"] for p in gateway["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    check(ports.get("egress") == 7401, "gateway container port named egress")
+    service = one(objects, "Service", "berth-gateway")
+    svc_ports = {p["name"]: p for p in service["spec"]["ports"]}
+    check(svc_ports.get("egress", {}).get("port") == 7401 and svc_ports["egress"]["targetPort"] == "egress",
+          "gateway Service exposes the proxy as port egress")
+    op_args = args_of(operator)
+    proxy = f"berth-gateway.{NAMESPACE}.svc:7401"
+    check(arg_value(op_args, "--egress-proxy") == proxy, f"operator --egress-proxy is the gateway Service: {proxy}")
+    check(arg_value(op_args, "--egress-proxy-port") == "7401", "operator --egress-proxy-port is the proxy's container port")
+    policy = one(objects, "NetworkPolicy", "berth-gateway")
+    proxy_ingress = [r for r in policy["spec"]["ingress"]
+                     if any(p.get("port") == "egress" for p in r.get("ports", []))]
+    check(len(proxy_ingress) == 1 and all(
+        peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "plugin"
+        for peer in proxy_ingress[0].get("from", [])) and proxy_ingress[0].get("from"),
+        "gateway NetworkPolicy admits only plugin pods to the egress proxy")
+    blocks = [peer["ipBlock"] for r in policy["spec"]["egress"] for peer in r.get("to", []) if "ipBlock" in peer]
+    v4 = [b for b in blocks if b["cidr"] == "0.0.0.0/0"]
+    check(len(v4) == 1 and "10.0.0.0/8" in v4[0].get("except", []) and "169.254.0.0/16" in v4[0]["except"],
+          "gateway egress for the proxy: public addresses, private and link-local ranges excepted")
 
 
 def check_generated_tokens(secret: dict[str, Any]) -> None:
@@ -351,6 +387,11 @@ def check_all_features(objects: list[dict[str, Any]], dashboard_json: str) -> No
     gw_policy = one(objects, "NetworkPolicy", "berth-gateway")
     peers = gw_policy["spec"]["ingress"][0].get("from", [])
     check(len(peers) == 2, "gateway ingress: plugins plus the given peers when gatewayFrom is set")
+    gw_args = spec["containers"][0]["args"]
+    check("--egress-allow-private" in gw_args and arg_value(gw_args, "--egress-deny") == "10.244.0.0/16,10.96.0.0/12",
+          "gateway.egress.allowPrivate and gateway.egress.deny reach the proxy's flags")
+    blocks = [peer["ipBlock"] for r in gw_policy["spec"]["egress"] for peer in r.get("to", []) if "ipBlock" in peer]
+    check({"cidr": "203.0.113.0/24"} in blocks, "gateway.egress.cidrs become the gateway's egress IPBlocks")
 
 
 def check_one_namespace(objects: list[dict[str, Any]]) -> None:
@@ -386,6 +427,8 @@ def check_schema(chart: Any) -> None:
         ({"image": {"digest": "latest"}}, ["digest"]),
         ({"gateway": {"service": {"port": 70000}}}, ["port"]),
         ({"kubernetesPermissions": {"enabled": "yes"}}, ["enabled"]),
+        ({"gateway": {"egress": {"deny": ["not a cidr"]}}}, ["deny"]),
+        ({"gateway": {"egress": {"cidrs": [{"cidr": "0.0.0.0/0", "exclude": []}]}}}, ["exclude"]),
     ]
     try:
         render(chart, {"watchNamespace": "plugins", "gateway": {"pluginNamespace": "other"}})

@@ -116,6 +116,11 @@ namespace, so one gateway serves one namespace.
 {{- printf "http://%s.%s.svc:%d" (include "berth.gateway.fullname" .) .Release.Namespace (int .Values.gateway.service.port) }}
 {{- end }}
 
+{{- /* The egress proxy as plugins reach it: the gateway Service's egress port. */ -}}
+{{- define "berth.gateway.egressProxy" -}}
+{{- printf "%s.%s.svc:%d" (include "berth.gateway.fullname" .) .Release.Namespace (int .Values.gateway.egress.port) }}
+{{- end }}
+
 {{- define "berth.leaseName" -}}
 {{- default (include "berth.operator.fullname" .) .Values.operator.leaderElection.leaseName }}
 {{- end }}

@@ -27,8 +27,8 @@ pub use permissions::{
 };
 pub use plugin::{
     Capability, CapabilityExample, Condition, ConditionStatus, Dependency, HookMode,
-    HookSubscription, Performance, Phase, Plugin, PluginSpec, PluginStatus, Resources, Revision,
-    RevisionOutcome,
+    HookSubscription, Performance, Phase, Plugin, PluginCredential, PluginSpec, PluginStatus,
+    Resources, Revision, RevisionOutcome,
 };
 pub use problem::{Problem, Severity};
 pub use quantity::{DurationString, Quantity};

@@ -326,6 +326,21 @@ pub struct PluginStatus {
     /// The last benchmark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performance: Option<Performance>,
+    /// Digests of the plugin's gateway credentials (`BERTH_PLUGIN_TOKEN`), one per revision
+    /// whose pods may still run; the tokens themselves are only in Secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<PluginCredential>,
+}
+
+/// The digest of the credential a revision's pods carry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginCredential {
+    /// The revision whose pods carry it.
+    pub revision: i64,
+    /// `sha256:HEX` of the token: not secret, what the gateway looks tokens up by.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub sha256: String,
 }
 
 /// A Kubernetes-style condition.

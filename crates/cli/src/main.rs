@@ -59,6 +59,8 @@ enum Command {
     Invoke(cmd::local::InvokeArgs),
     /// Publish a hook event through the gateway (local mode).
     Hook(cmd::local::HookArgs),
+    /// Granted vs used egress and calls per plugin, and a grant narrowed to what was used.
+    Usage(cmd::usage::Args),
     // New subcommands go above this line, one variant each.
 }
 
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => cmd::local::logs(args),
         Command::Invoke(args) => cmd::local::invoke(args),
         Command::Hook(args) => cmd::local::hook(args),
+        Command::Usage(args) => cmd::usage::run(args),
         // New match arms go above this line, one each.
     };
     match result {

@@ -17,6 +17,13 @@ use crate::credential::{format_digest, parse_digest};
 use crate::directory::{Endpoint, PluginEntry};
 use crate::{Error, Result};
 pub use crate::{INVALID_OBSERVATIONS, INVALID_SNAPSHOT};
+
+pub mod usage;
+pub use usage::{
+    CallUsageWire, DestinationUsageWire, EgressUsageWire, PATH_ADMIN_USAGE, PluginUsageWire,
+    UsageKind, UsageReportWire,
+};
+
 /// Gateway path a supervisor `PUT`s a [`SnapshotWire`] to (admin token).
 pub const PATH_ADMIN_DIRECTORY: &str = "/v1/admin/directory";
 /// Gateway path a supervisor `POST`s [`ObservationsWire`] to (admin token).

@@ -201,6 +201,15 @@ async fn observe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<R
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The caller, if it holds `admin`, for the admin endpoints of other modules.
+pub(crate) fn require_admin(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Arc<Principal>> {
+    admin(gateway, headers, path)
+}
+
 /// The caller, if it holds `admin`: 401 and 403 exactly as on the other endpoints.
 fn admin(gateway: &Gateway, headers: &HeaderMap, path: &str) -> Result<Arc<Principal>> {
     let snapshot = gateway.snapshot();

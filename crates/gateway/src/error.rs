@@ -68,6 +68,18 @@ pub enum Error {
     /// The plugin is switched off.
     #[error("plugin {0} is disabled")]
     PluginDisabled(String),
+    /// The plugin waits for its own permissions to be granted and does not run.
+    #[error(
+        "plugin {plugin} does not run until its permissions are granted (phase AwaitingApproval); \
+         it asks for {asks}: grant them with `berth grant {plugin}` (local mode) or a \
+         PluginGrant (cluster); `berth status {plugin}` shows what is missing"
+    )]
+    PluginNotGranted {
+        /// The plugin.
+        plugin: String,
+        /// What its manifest asks for, in short.
+        asks: String,
+    },
     /// The plugin has no ready instance.
     #[error("plugin {plugin} is not ready (phase {phase})")]
     PluginNotReady {
@@ -197,7 +209,8 @@ impl Error {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden { .. }
             | Error::PermissionDenied { .. }
-            | Error::EgressDenied { .. } => StatusCode::FORBIDDEN,
+            | Error::EgressDenied { .. }
+            | Error::PluginNotGranted { .. } => StatusCode::FORBIDDEN,
             Error::ProxyAuthenticationRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Error::PluginNotFound(_) | Error::CapabilityNotFound { .. } | Error::NotFound => {
                 StatusCode::NOT_FOUND
@@ -232,6 +245,7 @@ impl Error {
             Error::CapabilityNotFound { .. } => "capability_not_found",
             Error::PluginDisabled(_) => "plugin_disabled",
             Error::PluginNotReady { .. } => "plugin_not_ready",
+            Error::PluginNotGranted { .. } => "plugin_not_granted",
             Error::InvalidJson(_) => "invalid_json",
             Error::SchemaViolation { .. } => "schema_violation",
             Error::BadRequest { code, .. } => code,
@@ -267,6 +281,9 @@ impl Error {
             Error::PermissionDenied {
                 target, capability, ..
             } => Some(json!({"plugin": target, "capability": capability})),
+            Error::PluginNotGranted { plugin, .. } => {
+                Some(json!({"plugin": plugin, "phase": "AwaitingApproval"}))
+            }
             Error::EgressDenied { details, .. } => Some(details.clone()),
             _ => None,
         }

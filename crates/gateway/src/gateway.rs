@@ -62,6 +62,7 @@ pub(crate) struct Inner {
     request_ids: AtomicU64,
     boot: u64,
     summarizer: Mutex<Summarizer>,
+    pub usage: crate::usage::UsageBook,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -268,6 +269,7 @@ impl Gateway {
             limits,
             client: upstream::client(config.connect_timeout, config.pool_idle_per_host),
             summarizer: Mutex::new(Summarizer::new(metrics.clone(), auditor.clone())),
+            usage: crate::usage::UsageBook::new(),
             egress: config.egress.clone(),
             directory,
             pushed,
@@ -344,9 +346,10 @@ impl Gateway {
             .summarize()
     }
 
-    /// Final summary and audit flush; call once the server has stopped.
+    /// Final summaries, usage flush and audit flush; call once the server has stopped.
     pub async fn shutdown(&self) {
         self.summarize_now();
+        self.flush_usage().await;
         self.inner.auditor.flush().await;
     }
 
@@ -507,6 +510,8 @@ async fn summarize_every(inner: Weak<Inner>, interval: Duration) {
     loop {
         ticker.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        Gateway { inner }.summarize_now();
+        let gateway = Gateway { inner };
+        gateway.summarize_now();
+        gateway.flush_usage().await;
     }
 }

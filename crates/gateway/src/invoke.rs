@@ -139,7 +139,10 @@ fn authorize(
     }
     if let Some(caller) = &principal.plugin {
         let caller_entry = snapshot.get(caller);
-        if caller_entry.is_some_and(|e| e.may_call(plugin, capability)) {
+        if let Some(item) = caller_entry.and_then(|e| granted_call(e, plugin, capability)) {
+            gateway
+                .usage()
+                .record(caller, berth_contract::wire::UsageKind::Call, item);
             return Ok(());
         }
         return Err(gateway.deny(
@@ -170,6 +173,23 @@ fn authorize(
     ))
 }
 
+/// The key of the call item of `caller`'s grants that allows calling `capability` of
+/// `target`: the capability itself when granted by name, else `*`.
+fn granted_call(
+    caller: &berth_contract::PluginEntry,
+    target: &str,
+    capability: &str,
+) -> Option<String> {
+    use berth_contract::wire::usage::call_item;
+    let calls = || caller.granted_calls.iter().filter(|c| c.name == target);
+    if calls().any(|c| c.capabilities.iter().any(|c| c == capability)) {
+        return Some(call_item(target, capability));
+    }
+    calls()
+        .any(|c| c.capabilities.iter().any(|c| c == "*"))
+        .then(|| call_item(target, "*"))
+}
+
 /// Why an invocation failed, and how many attempts reached for the plugin (`None` when the
 /// gateway refused it before that).
 struct Failure {
@@ -194,7 +214,9 @@ fn outcome_of(e: &Error) -> &'static str {
         | Error::BadRequest { .. } => "invalid_input",
         Error::Saturated { .. } => "saturated",
         Error::CircuitOpen { .. } => "circuit_open",
-        Error::PluginDisabled(_) | Error::PluginNotReady { .. } => "unavailable",
+        Error::PluginDisabled(_)
+        | Error::PluginNotReady { .. }
+        | Error::PluginNotGranted { .. } => "unavailable",
         Error::DeadlineExceeded { .. } => "timeout",
         Error::Unreachable { .. } => "unreachable",
         Error::PluginFailed { .. } => "plugin_error",
@@ -218,6 +240,13 @@ async fn checked_call(
     let name = entry.name();
     if entry.is_disabled() {
         return Err(Error::PluginDisabled(name.to_owned()).into());
+    }
+    if !entry.is_ready() && entry.phase == berth_api::Phase::AwaitingApproval {
+        return Err(Error::PluginNotGranted {
+            plugin: name.to_owned(),
+            asks: asks(&entry.plugin.spec.permissions),
+        }
+        .into());
     }
     if !entry.is_ready() {
         return Err(Error::PluginNotReady {
@@ -439,5 +468,47 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
             code: "body_read_failed",
             message: format!("could not read the request body: {e}"),
         }),
+    }
+}
+
+/// What `permissions` ask for, in one line: `network egress *:80,443; calls
+/// text-processor/stats; 1 secret`.
+fn asks(permissions: &berth_api::Permissions) -> String {
+    let mut parts = Vec::new();
+    let egress: Vec<String> = permissions
+        .network
+        .egress
+        .iter()
+        .map(|rule| {
+            let ports: Vec<String> = rule.ports.iter().map(u16::to_string).collect();
+            let target = rule.host.as_deref().or(rule.cidr.as_deref()).unwrap_or("?");
+            format!("{target}:{}", ports.join(","))
+        })
+        .collect();
+    if !egress.is_empty() {
+        parts.push(format!("network egress {}", egress.join(" ")));
+    }
+    let calls: Vec<String> = permissions
+        .plugins
+        .iter()
+        .map(|call| format!("{}/{}", call.name, call.capabilities.join(",")))
+        .collect();
+    if !calls.is_empty() {
+        parts.push(format!("calls {}", calls.join(" ")));
+    }
+    let counted = [
+        (permissions.filesystem.len(), "filesystem mount"),
+        (permissions.secrets.len(), "secret"),
+        (permissions.kubernetes.len(), "Kubernetes rule"),
+    ];
+    for (n, what) in counted {
+        if n > 0 {
+            parts.push(format!("{n} {what}{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    if parts.is_empty() {
+        "hooks that need approval".to_owned()
+    } else {
+        parts.join("; ")
     }
 }

@@ -38,6 +38,7 @@ pub mod hooks;
 mod invoke;
 pub mod metrics;
 pub mod upstream;
+pub mod usage;
 
 pub use audit::{AuditSink, AuditWriter, Auditor, StdoutSink, StoreSink};
 pub use auth::{Principal, Scope, TokenStore};
@@ -72,6 +73,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/admin/directory", put(admin::put_directory))
         .route("/v1/admin/observations", post(admin::post_observations))
         .route("/v1/admin/probe", post(admin::post_probe))
+        .route("/v1/admin/usage", get(usage::get_usage))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(gateway)
@@ -316,11 +318,13 @@ impl Gateway {
         }
         let metrics = Metrics::new();
         let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
+        let mut usage_store = None;
         for kind in &config.audit_sinks {
             match kind {
                 AuditSinkKind::Sqlite => {
-                    let store = berth_store::Store::open(&config.store)?;
-                    sinks.push(Arc::new(StoreSink::new(Arc::new(store))));
+                    let store = Arc::new(berth_store::Store::open(&config.store)?);
+                    usage_store = Some(store.clone());
+                    sinks.push(Arc::new(StoreSink::new(store)));
                 }
                 AuditSinkKind::Stdout => sinks.push(Arc::new(StdoutSink::new())),
             }
@@ -330,6 +334,10 @@ impl Gateway {
             Some(pushed) => Gateway::new_pushed(config, pushed, tokens, metrics, auditor),
             None => Gateway::new(config, directory.clone(), tokens, metrics, auditor),
         };
+        // Usage receipts go where the audit log goes in local mode: the same store file.
+        if let Some(store) = usage_store {
+            gateway.set_usage_store(store);
+        }
         Ok(Running {
             gateway,
             directory,

@@ -28,6 +28,8 @@ pub mod types {
     pub const INVOCATION: &str = "invocation";
     /// Successful invocations of one plugin over an interval, read from the metrics.
     pub const INVOCATION_SUMMARY: &str = "invocation-summary";
+    /// Allowed egress of one plugin over an interval: connections per granted rule, bytes.
+    pub const EGRESS_SUMMARY: &str = "egress-summary";
     /// A hook delivery that failed, timed out or vetoed the event.
     pub const HOOK: &str = "hook";
 }

@@ -19,11 +19,13 @@ pub mod audit;
 pub mod local;
 mod sqlite;
 mod time;
+pub mod usage;
 
 pub use audit::{AuditChain, AuditEvent, ChainBreak, ChainHead, ChainReport, verify_chain};
 pub use local::{GrantRecord, InstalledPlugin, PluginStatusRecord, RevisionRecord};
 pub use sqlite::{AuditQuery, SCHEMA_VERSION, Store};
 pub use time::format_time;
+pub use usage::UsageRow;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]

@@ -230,6 +230,50 @@ impl Store {
         })
     }
 
+    /// Revokes the grants of `plugin` active now and records one grant in their place, in
+    /// one transaction: either both happen or neither does. Returns the new grant and how
+    /// many were revoked.
+    pub fn replace_grants(
+        &self,
+        plugin: &str,
+        permissions_json: &str,
+        risk_score: u32,
+        granted_by: &str,
+        reason: Option<&str>,
+        expires_at: Option<&str>,
+    ) -> Result<(GrantRecord, usize)> {
+        if let Some(expires_at) = expires_at {
+            parse_time(expires_at)?;
+        }
+        let now_ts = Timestamp::now();
+        self.write(|tx| {
+            let revoked = revoke_active(tx, plugin, now_ts)?;
+            tx.execute(
+                "INSERT INTO local_grants
+                 (plugin, permissions_json, risk_score, granted_by, reason, granted_at,
+                  expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+                params![
+                    plugin,
+                    permissions_json,
+                    risk_score,
+                    granted_by,
+                    reason,
+                    format_time(now_ts),
+                    expires_at
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            bump_changes(tx)?;
+            let record = tx.query_row(
+                &format!("SELECT {GRANT_COLUMNS} FROM local_grants WHERE id = ?1"),
+                [id],
+                row_to_grant,
+            )?;
+            Ok((record, revoked))
+        })
+    }
+
     /// Every grant recorded for `plugin`, revoked and expired ones included, newest first.
     pub fn grants(&self, plugin: &str) -> Result<Vec<GrantRecord>> {
         let conn = self.lock();

@@ -95,6 +95,17 @@ const MIGRATIONS: &[&str] = &[
         counter   INTEGER NOT NULL
     );
     INSERT INTO local_changes (singleton, counter) VALUES (1, 0);",
+    // 3: how often each granted item was used, per UTC day (usage receipts).
+    "CREATE TABLE usage_days (
+        plugin    TEXT    NOT NULL,
+        kind      TEXT    NOT NULL,
+        item      TEXT    NOT NULL,
+        day       TEXT    NOT NULL,
+        count     INTEGER NOT NULL,
+        last_used TEXT    NOT NULL,
+        PRIMARY KEY (plugin, kind, item, day)
+    );
+    CREATE INDEX usage_days_by_day ON usage_days (day);",
 ];
 
 /// The newest schema version this build knows.

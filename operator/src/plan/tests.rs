@@ -118,6 +118,7 @@ fn new_low_risk_plugin_is_applied_and_deploying() {
     let Workload::Apply {
         rendered,
         remove_rbac,
+        ..
     } = &plan.workload
     else {
         panic!("expected Apply, got {:?}", plan.workload)
@@ -654,4 +655,163 @@ fn cached_validation_is_used_as_given() {
         Some("spec.image: cached problem")
     );
     assert!(validation_problems(&p).is_empty());
+}
+
+fn digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+fn token_secret_of(plan: &Plan) -> String {
+    let Workload::Apply { rendered, .. } = &plan.workload else {
+        panic!("expected Apply, got {:?}", plan.workload)
+    };
+    let env = rendered
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    env.iter()
+        .find(|e| e.name == "BERTH_PLUGIN_TOKEN")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|s| s.name.clone())
+        .unwrap()
+}
+
+#[test]
+fn a_new_plugin_wants_the_credential_of_its_first_revision() {
+    let p = calculator();
+    let mut plan = Case::new(&p).plan();
+    assert_eq!(plan.credential_wanted, Some(1));
+    assert!(plan.stale_credentials.is_empty());
+    assert_eq!(token_secret_of(&plan), "calculator-berth-token-1");
+    plan.record_credential(1, digest(1));
+    assert_eq!(plan.credential_wanted, None);
+    assert_eq!(
+        plan.status.credentials,
+        vec![PluginCredential {
+            revision: 1,
+            sha256: digest(1)
+        }]
+    );
+    let Workload::Apply { rendered, .. } = &plan.workload else {
+        panic!("expected Apply")
+    };
+    let template = rendered
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref();
+    assert_eq!(
+        template.unwrap().annotations.as_ref().unwrap()[CREDENTIAL_ANNOTATION],
+        digest(1)
+    );
+}
+
+#[test]
+fn credentials_rotate_with_the_revision_and_old_ones_go_after_the_rollout() {
+    let p = calculator_upgraded();
+    let mut p = p;
+    p.status.as_mut().unwrap().credentials = vec![PluginCredential {
+        revision: 1,
+        sha256: digest(1),
+    }];
+    // Rolling out revision 2: both digests stay accepted.
+    let mut case = Case::new(&p);
+    case.deployment = Some(rolled_out(1, &Permissions::default()));
+    let mut rolling = case.plan();
+    assert_eq!(rolling.credential_wanted, Some(2));
+    assert_eq!(token_secret_of(&rolling), "calculator-berth-token-2");
+    rolling.record_credential(2, digest(2));
+    let revisions: Vec<i64> = rolling
+        .status
+        .credentials
+        .iter()
+        .map(|c| c.revision)
+        .collect();
+    assert_eq!(revisions, [1, 2]);
+    assert!(rolling.stale_credentials.is_empty());
+
+    // Revision 2's pods are up but old ones still run: nothing is dropped yet.
+    let p = with_status(&p, &rolling);
+    let mut case = Case::new(&p);
+    let mut midway = rolled_out(2, &Permissions::default());
+    midway.replicas = 2;
+    case.deployment = Some(midway);
+    let mut plan = case.plan();
+    plan.record_credential(2, digest(2));
+    assert_eq!(plan.status.credentials.len(), 2);
+    assert!(plan.stale_credentials.is_empty());
+
+    // Rolled out: revision 1's digest is dropped and its Secret is stale.
+    let mut case = Case::new(&p);
+    case.deployment = Some(rolled_out(2, &Permissions::default()));
+    let mut done = case.plan();
+    done.record_credential(2, digest(2));
+    assert_eq!(
+        done.status.credentials,
+        vec![PluginCredential {
+            revision: 2,
+            sha256: digest(2)
+        }]
+    );
+    assert_eq!(done.stale_credentials, [1]);
+}
+
+#[test]
+fn a_held_revision_keeps_the_credentials_of_what_runs() {
+    let mut p = fetcher();
+    p.status = Some(PluginStatus {
+        credentials: vec![PluginCredential {
+            revision: 1,
+            sha256: digest(1),
+        }],
+        ..PluginStatus::default()
+    });
+    let plan = Case::new(&p).plan();
+    assert!(matches!(plan.workload, Workload::Nothing));
+    assert_eq!(plan.credential_wanted, None);
+    assert_eq!(plan.status.credentials.len(), 1);
+    assert!(plan.stale_credentials.is_empty());
+}
+
+#[test]
+fn a_rollback_goes_back_to_the_good_revisions_credential() {
+    let mut p = calculator_upgraded();
+    p.status.as_mut().unwrap().credentials = vec![PluginCredential {
+        revision: 1,
+        sha256: digest(1),
+    }];
+    let mut first = {
+        let mut case = Case::new(&p);
+        case.deployment = Some(rolled_out(1, &Permissions::default()));
+        case.plan()
+    };
+    first.record_credential(2, digest(2));
+    let p = with_status(&p, &first);
+    let mut stuck = rolled_out(2, &Permissions::default());
+    stuck.replicas = 2;
+    stuck.deadline_exceeded = true;
+    let mut case = Case::new(&p);
+    case.deployment = Some(stuck);
+    let plan = case.plan();
+    assert_eq!(plan.status.phase, Some(Phase::Degraded));
+    assert_eq!(plan.credential_wanted, Some(1));
+    assert_eq!(token_secret_of(&plan), "calculator-berth-token-1");
+    assert_eq!(
+        plan.status.credentials.len(),
+        2,
+        "both run until the rollback is done"
+    );
+    assert!(plan.stale_credentials.is_empty());
 }

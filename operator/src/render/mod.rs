@@ -20,7 +20,10 @@ use serde::Serialize;
 
 pub use network::render_network_policy;
 pub use rbac::{render_role, render_role_binding};
-pub use workload::{render_deployment, render_service, render_service_account};
+pub use workload::{
+    TOKEN_KEY, render_deployment, render_service, render_service_account, render_token_secret,
+    token_secret_name,
+};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "berth-operator";
@@ -32,14 +35,21 @@ pub const PLUGIN_LABEL: &str = "berth.dev/plugin";
 pub const REVISION_ANNOTATION: &str = "berth.dev/revision";
 /// Deployment annotation with the permissions (JSON) the running revision was rendered with.
 pub const PERMISSIONS_ANNOTATION: &str = "berth.dev/granted-permissions";
-/// Pod annotation listing granted egress host names (`host:port,…`), for the egress proxy.
-pub const EGRESS_HOSTS_ANNOTATION: &str = "berth.dev/egress-hosts";
+/// Pod-template annotation with the digest (`sha256:HEX`) of the revision's credential, so
+/// that a credential issued again (its Secret was lost) restarts the pods that carry the old one.
+pub const CREDENTIAL_ANNOTATION: &str = "berth.dev/credential-sha256";
 /// Name of the container that runs the plugin.
 pub const CONTAINER_NAME: &str = "plugin";
 /// Name of the container port.
 pub const PORT_NAME: &str = "http";
 /// UID and GID every plugin runs as.
 pub const PLUGIN_UID: i64 = 65532;
+
+/// Where plugins reach the egress proxy unless told otherwise: the chart's gateway Service
+/// (release `berth` in `berth-system`) on its `egress` port.
+pub const DEFAULT_EGRESS_PROXY: &str = "berth-gateway.berth-system.svc:7401";
+/// The egress proxy's port on the gateway pods unless told otherwise.
+pub const DEFAULT_EGRESS_PROXY_PORT: u16 = 7401;
 
 /// Cluster facts the rendering needs; set from the operator's flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +62,11 @@ pub struct RenderOptions {
     pub gateway_labels: BTreeMap<String, String>,
     /// Port of the gateway pods (egress from plugins to the gateway).
     pub gateway_port: u16,
+    /// The gateway's egress proxy as plugins reach it (`host:port`, their `HTTP_PROXY`);
+    /// `None` renders no proxy variables and no proxy port in the NetworkPolicy.
+    pub egress_proxy: Option<String>,
+    /// Port of the egress proxy on the gateway pods (egress from plugins to the proxy).
+    pub egress_proxy_port: u16,
     /// Namespace of the cluster DNS pods.
     pub dns_namespace: String,
     /// Labels that select the cluster DNS pods.
@@ -72,6 +87,8 @@ impl Default for RenderOptions {
                 "berth-gateway".to_string(),
             )]),
             gateway_port: 8080,
+            egress_proxy: Some(DEFAULT_EGRESS_PROXY.into()),
+            egress_proxy_port: DEFAULT_EGRESS_PROXY_PORT,
             dns_namespace: "kube-system".into(),
             dns_labels: BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]),
             progress_deadline_seconds: 300,

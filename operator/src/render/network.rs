@@ -1,4 +1,5 @@
-//! The NetworkPolicy: nothing in but the gateway, nothing out but DNS, the gateway and grants.
+//! The NetworkPolicy: nothing in but the gateway, nothing out but DNS, the gateway (API and
+//! egress proxy) and granted CIDRs.
 
 use std::collections::BTreeMap;
 
@@ -17,9 +18,10 @@ use super::{RenderOptions, object_meta, selector_labels};
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Ingress only from the gateway pods on the plugin port. Egress only to the cluster DNS, the
-/// gateway, and the granted CIDRs on their ports; a `*` host grant opens every address on its
-/// ports. Named hosts are not opened here: the gateway's egress proxy enforces them, and the
-/// pod carries them in the `berth.dev/egress-hosts` annotation for it.
+/// gateway pods on their API port and (with an egress proxy) the proxy port, and the granted
+/// CIDRs on their ports. Host grants — named hosts, `*.example.com` and `*` alike — open
+/// nothing here: they go through the gateway's egress proxy, which checks every address a
+/// name resolves to against the grant and the always-on deny set.
 pub fn render_network_policy(
     plugin: &Plugin,
     options: &RenderOptions,
@@ -28,6 +30,10 @@ pub fn render_network_policy(
     let gateway = peer_in_namespace(&options.gateway_namespace, &options.gateway_labels);
     let dns = peer_in_namespace(&options.dns_namespace, &options.dns_labels);
 
+    let mut gateway_ports = vec![port("TCP", options.gateway_port)];
+    if options.egress_proxy.is_some() && options.egress_proxy_port != options.gateway_port {
+        gateway_ports.push(port("TCP", options.egress_proxy_port));
+    }
     let mut egress = vec![
         NetworkPolicyEgressRule {
             to: Some(vec![dns]),
@@ -35,29 +41,23 @@ pub fn render_network_policy(
         },
         NetworkPolicyEgressRule {
             to: Some(vec![gateway.clone()]),
-            ports: Some(vec![port("TCP", options.gateway_port)]),
+            ports: Some(gateway_ports),
         },
     ];
     for rule in &granted.network.egress {
-        let blocks: Vec<String> = match (&rule.host, &rule.cidr) {
-            (Some(host), _) if host == "*" => vec!["0.0.0.0/0".into(), "::/0".into()],
-            (_, Some(cidr)) => match cidr.parse::<IpNet>() {
-                Ok(net) => vec![net.trunc().to_string()],
-                // Validation rejects such a rule first; never widen on a bad value.
-                Err(_) => continue,
-            },
-            _ => continue,
+        let Some(cidr) = &rule.cidr else { continue };
+        // Validation rejects a CIDR that does not parse first; never widen on a bad value.
+        let Ok(net) = cidr.parse::<IpNet>() else {
+            continue;
         };
         egress.push(NetworkPolicyEgressRule {
-            to: Some(
-                blocks
-                    .into_iter()
-                    .map(|cidr| NetworkPolicyPeer {
-                        ip_block: Some(IPBlock { cidr, except: None }),
-                        ..NetworkPolicyPeer::default()
-                    })
-                    .collect(),
-            ),
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: net.trunc().to_string(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
             ports: Some(rule.ports.iter().map(|p| port("TCP", *p)).collect()),
         });
     }

@@ -217,8 +217,71 @@ fn environment_names_the_gateway_port_and_token() {
     );
     assert_eq!(
         find("BERTH_PLUGIN_TOKEN").unwrap()["valueFrom"]["secretKeyRef"],
-        json!({"name": "calculator-berth-token", "key": "token", "optional": true})
+        json!({"name": "calculator-berth-token-1", "key": "token"})
     );
+}
+
+#[test]
+fn proxy_variables_carry_the_token_from_the_revisions_secret() {
+    let c = container(&rendered(&calculator()));
+    let env = c["env"].as_array().unwrap();
+    let position = |name: &str| env.iter().position(|e| e["name"] == name).unwrap();
+    let proxy = "http://calculator:$(BERTH_PLUGIN_TOKEN)@berth-gateway.berth-system.svc:7401";
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        assert_eq!(env[position(name)]["value"], proxy, "{name}");
+        // Kubernetes expands $(VAR) only from variables defined earlier in the list.
+        assert!(position("BERTH_PLUGIN_TOKEN") < position(name), "{name}");
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        assert_eq!(
+            env[position(name)]["value"],
+            "berth-gateway.berth-system.svc"
+        );
+    }
+
+    let options = RenderOptions {
+        egress_proxy: None,
+        ..RenderOptions::default()
+    };
+    let p = calculator();
+    let revision = RevisionToRun::of_spec(&p, 4);
+    let r = render(RenderInput {
+        plugin: &p,
+        granted: &p.spec.permissions,
+        revision: &revision,
+        options: &options,
+    })
+    .unwrap();
+    let c = container(&r);
+    let env = c["env"].as_array().unwrap();
+    assert!(!env.iter().any(|e| e["name"] == "HTTP_PROXY"));
+    let token = env
+        .iter()
+        .find(|e| e["name"] == "BERTH_PLUGIN_TOKEN")
+        .unwrap();
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"]["name"],
+        "calculator-berth-token-4"
+    );
+}
+
+#[test]
+fn token_secret_is_immutable_owned_labelled_and_per_revision() {
+    let p = calculator();
+    let secret = render_token_secret(&p, &RenderOptions::default(), 3, "t0k3n");
+    let v = serde_json::to_value(&secret).unwrap();
+    assert_eq!(v["metadata"]["name"], "calculator-berth-token-3");
+    assert_eq!(v["metadata"]["namespace"], "tools");
+    assert_eq!(
+        v["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "berth-operator"
+    );
+    assert_eq!(v["metadata"]["labels"]["berth.dev/revision"], "3");
+    assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Plugin");
+    assert_eq!(v["immutable"], true);
+    assert_eq!(v["type"], "Opaque");
+    // "t0k3n" in base64: the token is in the Secret's data and nowhere else.
+    assert_eq!(v["data"]["token"], "dDBrM24=");
 }
 
 #[test]
@@ -395,6 +458,15 @@ fn network_policy_without_grants_reaches_only_dns_and_the_gateway() {
     let egress = np["spec"]["egress"].as_array().unwrap();
     assert_eq!(egress.len(), 2);
     assert_eq!(
+        egress[1]["ports"],
+        json!([{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 7401}]),
+        "the gateway's API and its egress proxy"
+    );
+    assert_eq!(
+        egress[1]["to"][0]["namespaceSelector"]["matchLabels"],
+        json!({"kubernetes.io/metadata.name": "berth-system"})
+    );
+    assert_eq!(
         egress[0]["to"][0]["podSelector"]["matchLabels"],
         json!({"k8s-app": "kube-dns"})
     );
@@ -435,38 +507,46 @@ fn cidr_grant_opens_that_network_on_its_ports() {
 }
 
 #[test]
-fn any_host_grant_opens_every_address_on_its_ports_only() {
+fn host_grants_open_nothing_directly_and_go_through_the_proxy() {
     let mut p = calculator();
-    p.spec.permissions.network.egress = vec![EgressRule {
-        host: Some("*".into()),
-        cidr: None,
-        ports: vec![80, 443],
-    }];
-    let np = policy(&p);
-    assert_eq!(
-        np["spec"]["egress"][2],
-        json!({
-            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
-            "ports": [{"protocol": "TCP", "port": 80}, {"protocol": "TCP", "port": 443}]
-        })
-    );
+    p.spec.permissions.network.egress = vec![
+        EgressRule {
+            host: Some("*".into()),
+            cidr: None,
+            ports: vec![80, 443],
+        },
+        EgressRule {
+            host: Some("api.example.com".into()),
+            cidr: None,
+            ports: vec![443],
+        },
+        EgressRule {
+            host: Some("*.example.org".into()),
+            cidr: None,
+            ports: vec![443],
+        },
+    ];
+    let r = rendered(&p);
+    let np = serde_json::to_value(&r.network_policy).unwrap();
+    let egress = np["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 2, "only DNS and the gateway: {egress:?}");
+    assert!(!np.to_string().contains("ipBlock"));
+    let d = deployment_json(&r);
+    assert!(d["spec"]["template"]["metadata"]["annotations"].is_null());
 }
 
 #[test]
-fn named_host_grant_is_left_to_the_egress_proxy() {
-    let mut p = calculator();
-    p.spec.permissions.network.egress = vec![EgressRule {
-        host: Some("api.example.com".into()),
-        cidr: None,
-        ports: vec![443],
-    }];
-    let r = rendered(&p);
-    let np = serde_json::to_value(&r.network_policy).unwrap();
-    assert_eq!(np["spec"]["egress"].as_array().unwrap().len(), 2);
-    let d = deployment_json(&r);
+fn without_a_proxy_the_gateway_is_reached_on_its_api_port_only() {
+    let p = calculator();
+    let options = RenderOptions {
+        egress_proxy: None,
+        ..RenderOptions::default()
+    };
+    let np =
+        serde_json::to_value(render_network_policy(&p, &options, &p.spec.permissions)).unwrap();
     assert_eq!(
-        d["spec"]["template"]["metadata"]["annotations"]["berth.dev/egress-hosts"],
-        "api.example.com:443"
+        np["spec"]["egress"][1]["ports"],
+        json!([{"protocol": "TCP", "port": 8080}])
     );
 }
 

@@ -5,22 +5,23 @@ use std::collections::BTreeMap;
 use berth_api::resources::{format_cpu, format_memory};
 use berth_api::{Access, Plugin, ResolvedResources};
 use berth_contract::env::{DeploymentFacts, EnvSource, GatewayAccess, plugin_environment};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    CONTAINER_NAME, EGRESS_HOSTS_ANNOTATION, PERMISSIONS_ANNOTATION, PLUGIN_UID, PORT_NAME,
-    REVISION_ANNOTATION, RenderInput, RenderOptions, common_labels, object_meta, selector_labels,
+    CONTAINER_NAME, PERMISSIONS_ANNOTATION, PLUGIN_UID, PORT_NAME, REVISION_ANNOTATION,
+    RenderInput, RenderOptions, common_labels, object_meta, selector_labels,
 };
 
 /// Name of the writable, memory-backed volume on `/tmp`.
@@ -28,9 +29,36 @@ const TMP_VOLUME: &str = "tmp";
 /// Key of the plugin's gateway token in its token Secret.
 pub const TOKEN_KEY: &str = "token";
 
-/// The Secret holding a plugin's gateway identity (`BERTH_PLUGIN_TOKEN`).
-pub fn token_secret_name(plugin: &Plugin) -> String {
-    format!("{}-berth-token", plugin.name())
+/// The Secret holding the gateway identity (`BERTH_PLUGIN_TOKEN`) of one revision of a
+/// plugin: each revision's pods get a token of their own.
+pub fn token_secret_name(plugin: &Plugin, revision: i64) -> String {
+    format!("{}-berth-token-{revision}", plugin.name())
+}
+
+/// The Secret of one revision's credential: an immutable Secret holding the token under
+/// [`TOKEN_KEY`], labelled and owned like every other object of the plugin. The only place
+/// the token is ever written.
+pub fn render_token_secret(
+    plugin: &Plugin,
+    options: &RenderOptions,
+    revision: i64,
+    token: &str,
+) -> Secret {
+    let mut metadata = object_meta(plugin, options, &plugin.spec.version);
+    metadata.name = Some(token_secret_name(plugin, revision));
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert(REVISION_ANNOTATION.to_string(), revision.to_string());
+    }
+    Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        immutable: Some(true),
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_string(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
 }
 
 /// The plugin's ServiceAccount; its token is mounted only when a Kubernetes permission is granted.
@@ -84,12 +112,6 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
 
     let mut pod_labels = common_labels(plugin, &revision.version);
     pod_labels.insert(REVISION_ANNOTATION.into(), revision.number.to_string());
-    let mut pod_annotations = BTreeMap::new();
-    let hosts = egress_hosts(granted);
-    if !hosts.is_empty() {
-        // The NetworkPolicy cannot name hosts; the egress proxy reads this list instead.
-        pod_annotations.insert(EGRESS_HOSTS_ANNOTATION.to_string(), hosts);
-    }
 
     let mut meta = object_meta(plugin, options, &revision.version);
     meta.annotations = Some(BTreeMap::from([
@@ -158,15 +180,14 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
     let deployment = DeploymentFacts {
         gateway: Some(GatewayAccess {
             url: options.gateway_url.clone(),
-            // The token exists once the operator has issued one; a plugin that calls no
-            // other plugin must not wait for it.
+            // The operator creates the revision's Secret before the Deployment that names it;
+            // a pod without its token could reach neither other plugins nor the proxy.
             token: EnvSource::Secret {
-                name: token_secret_name(plugin),
+                name: token_secret_name(plugin, revision.number),
                 key: Some(TOKEN_KEY.into()),
-                optional: true,
+                optional: false,
             },
-            // The cluster's gateway does not serve the egress proxy to plugins yet.
-            egress_proxy: None,
+            egress_proxy: options.egress_proxy.clone(),
         }),
     };
     let env: Vec<EnvVar> = plugin_environment(plugin, &deployment, &granted.secrets)
@@ -245,7 +266,6 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -305,19 +325,4 @@ fn kubernetes_env(var: berth_contract::env::EnvVar) -> EnvVar {
             }),
         },
     }
-}
-
-/// Granted host names as `host:port` pairs, sorted, comma-separated (`*` is an address grant).
-fn egress_hosts(granted: &berth_api::Permissions) -> String {
-    let mut pairs: Vec<String> = granted
-        .network
-        .egress
-        .iter()
-        .filter_map(|rule| rule.host.as_deref().map(|h| (h, &rule.ports)))
-        .filter(|(host, _)| *host != "*")
-        .flat_map(|(host, ports)| ports.iter().map(move |p| format!("{host}:{p}")))
-        .collect();
-    pairs.sort();
-    pairs.dedup();
-    pairs.join(",")
 }

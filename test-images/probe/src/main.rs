@@ -2,7 +2,11 @@
 //! the limits hold. It allocates memory, starts processes, writes files and opens TCP
 //! connections on request, and reports what happened instead of failing.
 //!
-//! Started as `/plugin --relay HOST:PORT` it is no plugin but a TCP relay from `$BERTH_PORT`
+//! `fetch` and `tunnel` go out through the egress proxy (`$HTTP_PROXY`, `$HTTPS_PROXY`) with
+//! the plugin's own credential, as any plugin must, and report the proxy's answers.
+//!
+//! Started as `/plugin --tls-serve NAME...` it is a TLS stand-in for a service outside Berth
+//! (see `tls_serve`). Started as `/plugin --relay HOST:PORT` it is no plugin but a TCP relay from `$BERTH_PORT`
 //! to HOST:PORT: the host has no route into a plugin's address-less network, so tests reach a
 //! plugin through a relay that sits on that network and on an ordinary one, the way the
 //! gateway does.
@@ -15,12 +19,17 @@ use berth_plugin_sdk::{Context, Error, Plugin};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod egress;
+mod tls_serve;
+
 /// The plugin's name; equals `metadata.name` in `berth.yaml`.
 const NAME: &str = "probe";
 /// First argument that makes the binary a sleeping child instead of a plugin.
 const CHILD_ARG: &str = "--sleeping-child";
 /// First argument that makes the binary a TCP relay to the address that follows.
 const RELAY_ARG: &str = "--relay";
+/// First argument that makes the binary a TLS stand-in for the names that follow.
+const TLS_SERVE_ARG: &str = "--tls-serve";
 const MIB: usize = 1024 * 1024;
 
 /// Input of `allocate`.
@@ -222,6 +231,8 @@ fn plugin() -> Plugin {
         .capability("write", write)
         .capability("connect", connect)
         .capability("call", call)
+        .capability("fetch", egress::fetch)
+        .capability("tunnel", egress::tunnel)
 }
 
 /// Forwards every connection on `$BERTH_PORT` (8080) to `target` until SIGTERM.
@@ -285,6 +296,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(TLS_SERVE_ARG) => tls_serve::run(args.collect()),
         _ => plugin().run(),
     }
 }
@@ -342,6 +354,11 @@ mod tests {
             .into_iter()
             .map(|c| c.name)
             .collect();
-        assert_eq!(names, ["allocate", "spawn", "write", "connect", "call"]);
+        assert_eq!(
+            names,
+            [
+                "allocate", "spawn", "write", "connect", "call", "fetch", "tunnel"
+            ]
+        );
     }
 }

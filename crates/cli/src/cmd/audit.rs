@@ -37,7 +37,8 @@ pub struct QueryArgs {
     /// Only this plugin's records.
     #[arg(long)]
     pub plugin: Option<String>,
-    /// Only this type: lifecycle, permission, security, invocation, invocation-summary, hook.
+    /// Only this type: lifecycle, permission, security, invocation, invocation-summary,
+    /// egress-summary, hook.
     #[arg(long = "type")]
     pub type_: Option<String>,
     /// Only records this recent (`1h`, `30m`) or since an RFC 3339 time.

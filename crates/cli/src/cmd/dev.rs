@@ -74,6 +74,11 @@ pub struct UpArgs {
     /// metadata stay refused.
     #[arg(long, env = "BERTH_EGRESS_ALLOW_PRIVATE")]
     pub egress_allow_private: bool,
+    /// Add NAME to the gateway's hosts file as ADDR (an IP address, or `host-gateway` for
+    /// the host), for internal services whose names are not in DNS; egress to NAME is
+    /// checked against the grant and the deny set like any other. Repeatable.
+    #[arg(long = "add-host", value_name = "NAME:ADDR", value_parser = parse_add_host)]
+    pub add_hosts: Vec<String>,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -100,6 +105,32 @@ fn parse_mount(s: &str) -> Result<((String, String), PathBuf), String> {
         return Err(format!("{} is not a folder", dir.display()));
     }
     Ok(((plugin.to_owned(), mount.to_owned()), dir))
+}
+
+/// `--add-host NAME:ADDR` as Docker's `ExtraHosts` line `name:addr`: NAME a DNS name
+/// (lower-cased), ADDR an IP address or `host-gateway`.
+fn parse_add_host(s: &str) -> Result<String, String> {
+    const USAGE: &str =
+        "expected NAME:ADDR, e.g. db.internal:10.1.2.3 or host.internal:host-gateway";
+    let (name, addr) = s.split_once(':').ok_or(USAGE)?;
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{s:?}: {name:?} is not a host name; {USAGE}"));
+    }
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    if addr != "host-gateway" && addr.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!(
+            "{s:?}: {addr:?} is not an IP address nor `host-gateway`; {USAGE}"
+        ));
+    }
+    Ok(format!("{name}:{addr}"))
 }
 
 /// Runs `berth dev up` or `berth dev down`.
@@ -338,6 +369,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     config.mounts = args.mounts.iter().cloned().collect::<HashMap<_, _>>();
     config.ready_timeout = args.ready_timeout;
     config.egress_allow_private = args.egress_allow_private;
+    config.extra_hosts = args.add_hosts.clone();
     let store = Arc::new(store);
     // The watcher writes through a connection of its own, as a command would, so the
     // supervisor sees its changes the way it sees every command's.
@@ -555,4 +587,36 @@ pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_add_host;
+
+    #[test]
+    fn add_host_takes_a_name_and_an_address_or_host_gateway() {
+        assert_eq!(
+            parse_add_host("DB.Internal.:10.1.2.3").unwrap(),
+            "db.internal:10.1.2.3"
+        );
+        assert_eq!(
+            parse_add_host("host.test:host-gateway").unwrap(),
+            "host.test:host-gateway"
+        );
+        assert_eq!(parse_add_host("v6.test:[::1]").unwrap(), "v6.test:::1");
+        assert_eq!(
+            parse_add_host("v6.test:fd00::2").unwrap(),
+            "v6.test:fd00::2"
+        );
+        for bad in [
+            "db.internal",
+            ":10.1.2.3",
+            "db_internal:10.1.2.3",
+            "db.internal:example.com",
+            "-db:10.1.2.3",
+        ] {
+            let e = parse_add_host(bad).unwrap_err();
+            assert!(e.contains("NAME:ADDR"), "{bad}: {e}");
+        }
+    }
 }

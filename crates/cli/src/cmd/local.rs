@@ -370,12 +370,54 @@ pub struct GrantArgs {
     #[arg(long)]
     reason: Option<String>,
     /// When it lapses: a duration from now (`30d`, `12h`) or an RFC 3339 time.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     expires: Option<String>,
+    /// Grant what this PluginGrant file holds (e.g. from `berth usage NAME --output yaml`)
+    /// instead of everything the plugin asks for; it replaces the grants in force.
+    #[arg(long, value_name = "FILE", conflicts_with = "reason")]
+    from: Option<PathBuf>,
     #[command(flatten)]
     state: StateArgs,
     #[command(flatten)]
     wait: WaitArgs,
+}
+
+/// The one `PluginGrant` of `path`, checked, or an error naming the file and field.
+fn grant_file(path: &Path) -> anyhow::Result<berth_api::PluginGrant> {
+    let shown = path.display().to_string();
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {shown}"))?
+        .len();
+    if size > berth_api::load::MAX_MANIFEST_BYTES as u64 {
+        bail!("{}", berth_api::load::too_large(&shown, size));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
+    let loaded = berth_api::load_manifests(&shown, &bytes);
+    if loaded.has_errors() {
+        let problems: Vec<String> = loaded
+            .problems
+            .iter()
+            .filter(|p| p.is_error())
+            .map(ToString::to_string)
+            .collect();
+        bail!("{}", problems.join("\n"));
+    }
+    let mut grants = loaded
+        .documents
+        .into_iter()
+        .filter_map(|d| match d.manifest {
+            berth_api::Manifest::Grant(g) => Some(*g),
+            berth_api::Manifest::Plugin(_) => None,
+        });
+    match (grants.next(), grants.next()) {
+        (Some(grant), None) => Ok(grant),
+        (None, _) => bail!(
+            "{shown}: no PluginGrant in the file (print one with `berth usage PLUGIN --output yaml`)"
+        ),
+        (Some(_), Some(_)) => bail!(
+            "{shown}: more than one PluginGrant; keep the one for this plugin (one file per grant)"
+        ),
+    }
 }
 
 fn expiry(text: &str) -> anyhow::Result<Timestamp> {
@@ -392,10 +434,23 @@ pub fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
     let control = control(&state, &store);
     // An unknown plugin or a manifest that no longer loads is reported before a bad flag.
     control.plugin(&args.name)?;
-    let expires = args.expires.as_deref().map(expiry).transpose()?;
-    let granted = control.grant(&args.name, args.reason.as_deref(), expires)?;
+    let granted = match &args.from {
+        Some(path) => {
+            let grant = grant_file(path)?;
+            control.grant_from(&args.name, &grant, &path.display().to_string())?
+        }
+        None => {
+            let expires = args.expires.as_deref().map(expiry).transpose()?;
+            control.grant(&args.name, args.reason.as_deref(), expires)?
+        }
+    };
+    let heading = if args.from.is_some() {
+        "is granted"
+    } else {
+        "asks for"
+    };
     println!(
-        "{} {} asks for (risk {} {}):",
+        "{} {} {heading} (risk {} {}):",
         granted.plugin.name(),
         granted.plugin.spec.version,
         granted.risk.score,
@@ -412,6 +467,15 @@ pub fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
         for a in &granted.new_since_last_grant {
             println!("  + {a}");
         }
+    }
+    if !granted.not_covered.is_empty() {
+        eprintln!(
+            "warning: {} asks for more than this grant covers ({}); `berth dev up` holds it \
+             AwaitingApproval until its manifest asks for no more (install a narrowed \
+             manifest) or a wider grant is given",
+            args.name,
+            granted.not_covered.join("; ")
+        );
     }
     warn_audit(granted.audit_error);
     let record = granted.record;

@@ -10,6 +10,7 @@ pub mod new;
 pub mod operator;
 pub mod plugin;
 pub mod render;
+pub mod usage;
 pub mod validate;
 
 /// Parses a duration flag (`30s`, `1m30s`, `250ms`) with the manifest's rules and hints.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use berth_api::risk::{PermissionDiff, PermissionItem, permission_diff};
-use berth_api::{Permissions, Plugin, RiskAssessment, assess};
+use berth_api::{Permissions, Plugin, PluginGrant, RiskAssessment, assess};
 use berth_store::audit::types;
 use berth_store::format_time;
 use berth_store::{AuditEvent, GrantRecord, InstalledPlugin, Store};
@@ -73,6 +73,10 @@ pub struct Granted {
     pub new_since_last_grant: Vec<String>,
     /// The grant as stored.
     pub record: GrantRecord,
+    /// What the plugin asks for that this grant does not cover, when its risk is above
+    /// local mode's auto-approve tier (`low`): the supervisor then holds it
+    /// `AwaitingApproval`. Always empty for [`LocalControl::grant`].
+    pub not_covered: Vec<String>,
     /// Why the audit event could not be written, if it could not; the grant stands.
     pub audit_error: Option<String>,
 }
@@ -275,6 +279,103 @@ impl<'a> LocalControl<'a> {
             items,
             new_since_last_grant,
             record,
+            not_covered: Vec::new(),
+            audit_error,
+        })
+    }
+
+    /// Records the permissions of `grant` (a `PluginGrant` read from `source_name`, such as
+    /// the narrowed grant `berth usage --output yaml` prints) as the one grant of `name` in
+    /// force: the grants in force before are revoked in the same transaction, so a narrowed
+    /// grant narrows. What the plugin asks for beyond it stays ungranted (egress rules and
+    /// calls are allowed item by item). Its `reason` and `expiresAt` are kept; the grant is
+    /// recorded as given by this control plane's actor, with the file's `grantedBy` in the
+    /// audit event. Nothing is written when the grant is for another plugin or has expired.
+    pub fn grant_from(
+        &self,
+        name: &str,
+        grant: &PluginGrant,
+        source_name: &str,
+    ) -> Result<Granted> {
+        let plugin = self.plugin(name)?;
+        if grant.spec.plugin != name {
+            return Err(ControlError::GrantForOtherPlugin {
+                source_name: source_name.to_owned(),
+                name: name.to_owned(),
+                found: grant.spec.plugin.clone(),
+            });
+        }
+        let expires = match grant.spec.expires_at.as_deref() {
+            None => None,
+            Some(text) => {
+                let at: Timestamp = text.parse().map_err(|e| ControlError::GrantExpiry {
+                    source_name: source_name.to_owned(),
+                    problem: format!("{text:?} is not an RFC 3339 time: {e}"),
+                })?;
+                if at <= Timestamp::now() {
+                    return Err(ControlError::GrantExpiry {
+                        source_name: source_name.to_owned(),
+                        problem: format!("{text} has passed; set a later time or remove it"),
+                    });
+                }
+                Some(format_time(at))
+            }
+        };
+        let permissions = &grant.spec.permissions;
+        let risk = assess(permissions, &plugin.spec.hooks);
+        let items = berth_api::risk::items(permissions).into_iter().collect();
+        let now = format_time(Timestamp::now());
+        let latest: Option<Permissions> = self
+            .store
+            .active_grants(name, &now)?
+            .iter()
+            .find_map(|g| serde_json::from_str(&g.permissions_json).ok());
+        let new_since_last_grant = latest
+            .map(|old| permission_diff(&old, permissions).added)
+            .unwrap_or_default();
+        let json = serde_json::to_string(permissions)?;
+        let reason = grant.spec.reason.as_deref();
+        let (record, replaced) = self.store.replace_grants(
+            name,
+            &json,
+            risk.score,
+            &self.actor,
+            reason,
+            expires.as_deref(),
+        )?;
+        let audit_error = self.audit(
+            name,
+            types::PERMISSION,
+            json!({
+                "action": "granted",
+                "grant": record.id,
+                "version": plugin.spec.version,
+                "permissions": permissions,
+                "reason": reason,
+                "expiresAt": expires,
+                "from": source_name,
+                "grantName": grant.metadata.name,
+                "grantedBy": grant.spec.granted_by,
+                "replaced": replaced,
+            }),
+        );
+        let requested = assess(&plugin.spec.permissions, &plugin.spec.hooks);
+        let not_covered = if requested.tier <= berth_api::RiskTier::Low {
+            Vec::new()
+        } else {
+            berth_api::risk::coverage(&plugin.spec.permissions, [permissions])
+                .missing
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        Ok(Granted {
+            plugin,
+            risk,
+            items,
+            new_since_last_grant,
+            record,
+            not_covered,
             audit_error,
         })
     }
@@ -447,6 +548,153 @@ mod tests {
             f.audit("calc").last().unwrap().details["reason"],
             Value::Null
         );
+    }
+
+    /// A plugin `fetch` reaching two domains on 443, like http-fetch with two allowed hosts;
+    /// the wildcards put it above the auto-approved tier, so grants decide.
+    const FETCH_YAML: &str = "apiVersion: berth.dev/v1alpha1
+kind: Plugin
+metadata:
+  name: fetch
+spec:
+  image: berth/fetch:1.0.0
+  version: 1.0.0
+  capabilities:
+    - name: get
+      input: {type: object}
+      output: {type: object}
+  permissions:
+    network:
+      egress:
+        - {host: \"*.example.com\", ports: [443]}
+        - {host: \"*.example.org\", ports: [443]}
+  resources:
+    memory: 16Mi
+";
+
+    /// The usage report of `fetch` when only api.example.com was used.
+    fn fetch_usage(
+        plugin: &Plugin,
+    ) -> (
+        berth_contract::wire::UsageReportWire,
+        berth_contract::wire::PluginUsageWire,
+    ) {
+        use berth_contract::wire::{EgressUsageWire, PluginUsageWire, UsageReportWire};
+        let egress = &plugin.spec.permissions.network.egress;
+        let usage = PluginUsageWire {
+            plugin: "fetch".into(),
+            requested: Some(plugin.spec.permissions.clone()),
+            destinations: Vec::new(),
+            egress: vec![
+                EgressUsageWire {
+                    rule: egress[0].clone(),
+                    granted: true,
+                    count: 3,
+                    last_used: Some("2026-03-02T00:00:00.000Z".into()),
+                },
+                EgressUsageWire {
+                    rule: egress[1].clone(),
+                    granted: true,
+                    count: 0,
+                    last_used: None,
+                },
+            ],
+            calls: Vec::new(),
+        };
+        let report = UsageReportWire {
+            since: "2026-03-01T00:00:00.000Z".into(),
+            until: "2026-03-31T00:00:00.000Z".into(),
+            plugins: vec![usage.clone()],
+        };
+        (report, usage)
+    }
+
+    fn load_grant(text: &str) -> PluginGrant {
+        let loaded = berth_api::load_manifests("narrowed.yaml", text.as_bytes());
+        assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+        match &loaded.documents[0].manifest {
+            berth_api::Manifest::Grant(g) => (**g).clone(),
+            other => panic!("not a grant: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_narrowed_grant_from_a_file_replaces_the_wider_one_and_narrows_egress() {
+        let f = Fixture::new();
+        let control = LocalControl::new(&f.state, &f.store, ACTOR);
+        let (file, plugin) = f.manifest("fetch.yaml", FETCH_YAML);
+        control.install(&file, FETCH_YAML, &plugin).unwrap();
+        control.grant("fetch", None, None).unwrap();
+        let (report, usage) = fetch_usage(&plugin);
+        let narrowed = berth_contract::wire::usage::narrowed_grant(&usage, &report, ACTOR, None);
+        // JSON is YAML: the loader reads what `berth usage --output json|yaml` prints.
+        let grant = load_grant(&serde_json::to_string(&narrowed).unwrap());
+
+        let granted = control
+            .grant_from("fetch", &grant, "narrowed.yaml")
+            .unwrap();
+
+        let shown: Vec<String> = granted.items.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["network egress *.example.com:443"]);
+        let now = Timestamp::now();
+        let active = f.store.active_grants("fetch", &format_time(now)).unwrap();
+        assert_eq!(active.len(), 1, "the wider grant is revoked");
+        assert_eq!(active[0].id, granted.record.id);
+        assert!(
+            granted
+                .record
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("berth usage"),
+            "{:?}",
+            granted.record.reason
+        );
+        let allowed = plan::allowed_egress(&plugin, &active, now, berth_api::RiskTier::Low);
+        assert_eq!(
+            allowed,
+            vec![plugin.spec.permissions.network.egress[0].clone()]
+        );
+        assert_eq!(granted.not_covered, ["network egress *.example.org:443"]);
+        let e = f.audit("fetch").pop().unwrap();
+        assert_eq!(e.details["from"], "narrowed.yaml");
+        assert_eq!(e.details["replaced"], 1);
+        assert_eq!(e.details["grantName"], "fetch-used");
+    }
+
+    #[test]
+    fn a_grant_file_for_another_plugin_or_already_expired_writes_nothing() {
+        let f = Fixture::new();
+        let control = LocalControl::new(&f.state, &f.store, ACTOR);
+        let (file, plugin) = f.manifest("fetch.yaml", FETCH_YAML);
+        control.install(&file, FETCH_YAML, &plugin).unwrap();
+        control.grant("fetch", None, None).unwrap();
+        let (report, usage) = fetch_usage(&plugin);
+        let mut grant = berth_contract::wire::usage::narrowed_grant(&usage, &report, ACTOR, None);
+        let counter = f.store.change_counter().unwrap();
+
+        grant.spec.plugin = "other".into();
+        let e = control
+            .grant_from("fetch", &grant, "narrowed.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("narrowed.yaml: spec.plugin: the grant is for \"other\", not \"fetch\""),
+            "{e}"
+        );
+        grant.spec.plugin = "fetch".into();
+        grant.spec.expires_at = Some("2001-01-01T00:00:00Z".into());
+        let e = control
+            .grant_from("fetch", &grant, "narrowed.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("spec.expiresAt: 2001-01-01T00:00:00Z has passed"),
+            "{e}"
+        );
+
+        assert_eq!(f.store.change_counter().unwrap(), counter);
+        assert_eq!(f.store.grants("fetch").unwrap().len(), 1);
     }
 
     #[test]

@@ -95,6 +95,26 @@ pub enum ControlError {
         /// The state directory.
         state_dir: PathBuf,
     },
+    /// A `PluginGrant` given to `berth grant NAME --from FILE` is for another plugin.
+    #[error(
+        "{source_name}: spec.plugin: the grant is for {found:?}, not {name:?}; run `berth grant {found} --from {source_name}` or fix spec.plugin"
+    )]
+    GrantForOtherPlugin {
+        /// Where the grant came from (a file name).
+        source_name: String,
+        /// The plugin the command names.
+        name: String,
+        /// The plugin the grant names.
+        found: String,
+    },
+    /// A `PluginGrant` whose expiry has passed or does not parse.
+    #[error("{source_name}: spec.expiresAt: {problem}")]
+    GrantExpiry {
+        /// Where the grant came from.
+        source_name: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The store refused a read or write.
     #[error(transparent)]
     Store(#[from] berth_store::Error),
@@ -120,6 +140,8 @@ impl ControlError {
             ControlError::NotInstalled { .. } => "not_installed",
             ControlError::InstalledManifest { .. } => "installed_manifest",
             ControlError::NoGateway { .. } => "no_gateway",
+            ControlError::GrantForOtherPlugin { .. } => "grant_for_other_plugin",
+            ControlError::GrantExpiry { .. } => "grant_expiry",
             ControlError::Store(_) => "store",
             ControlError::Json(_) => "json",
         }

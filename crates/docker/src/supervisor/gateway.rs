@@ -59,6 +59,10 @@ pub struct GatewaySpec {
     /// see from inside its container, so a host service listening on all addresses is not
     /// reachable through the proxy.
     pub egress_deny: Vec<String>,
+    /// `NAME:ADDR` lines for the gateway's `/etc/hosts` (Docker's `ExtraHosts`; ADDR may be
+    /// `host-gateway`), for names of internal services that are not in DNS. The egress
+    /// proxy resolves through them and checks the address like any other.
+    pub extra_hosts: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -78,6 +82,7 @@ impl GatewaySpec {
                 ""
             },
             &self.egress_deny.join(","),
+            &self.extra_hosts.join(","),
         ] {
             h.update(part.as_bytes());
             h.update([0]);
@@ -147,6 +152,7 @@ pub fn gateway_container(spec: &GatewaySpec, config_digest: &str) -> ContainerCr
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             network_mode: Some(spec.network.clone()),
+            extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
@@ -342,6 +348,7 @@ pub(super) async fn ensure_gateway<E: Engine>(
         labels: instance.gateway_labels(),
         egress_allow_private: config.egress_allow_private,
         egress_deny: host_addresses(),
+        extra_hosts: config.extra_hosts.clone(),
     };
     let digest = spec.config_digest(&image.id);
     let name = instance.gateway_container_name();
@@ -394,6 +401,7 @@ mod tests {
             labels: HashMap::new(),
             egress_allow_private: false,
             egress_deny: vec!["192.168.1.20/32".into()],
+            extra_hosts: Vec::new(),
         }
     }
 
@@ -440,6 +448,29 @@ mod tests {
             ..spec(7070)
         };
         assert_ne!(a, moved.config_digest("img"));
+        let hosts = GatewaySpec {
+            extra_hosts: vec!["db.internal:10.1.2.3".into()],
+            ..spec(7070)
+        };
+        assert_ne!(a, hosts.config_digest("img"));
+    }
+
+    #[test]
+    fn added_hosts_go_to_the_gateways_hosts_file() {
+        let none = gateway_container(&spec(7070), "d").host_config.unwrap();
+        assert_eq!(none.extra_hosts, None);
+        let hosts = GatewaySpec {
+            extra_hosts: vec![
+                "db.internal:10.1.2.3".into(),
+                "host.internal:host-gateway".into(),
+            ],
+            ..spec(7070)
+        };
+        let host = gateway_container(&hosts, "d").host_config.unwrap();
+        assert_eq!(
+            host.extra_hosts.unwrap(),
+            ["db.internal:10.1.2.3", "host.internal:host-gateway"]
+        );
     }
 
     #[test]

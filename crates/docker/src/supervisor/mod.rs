@@ -88,6 +88,9 @@ pub struct SupervisorConfig {
     /// The gateway's `--egress-allow-private`: granted host names may resolve to private
     /// addresses (other plugins' networks stay refused).
     pub egress_allow_private: bool,
+    /// `NAME:ADDR` entries for the gateway container's `/etc/hosts` (`dev up --add-host`);
+    /// ADDR is an IP address or `host-gateway`.
+    pub extra_hosts: Vec<String>,
 }
 
 impl SupervisorConfig {
@@ -108,6 +111,7 @@ impl SupervisorConfig {
             restart_cap: Duration::from_secs(30),
             stats_interval: Duration::from_secs(5),
             egress_allow_private: false,
+            extra_hosts: Vec::new(),
         }
     }
 
@@ -190,6 +194,9 @@ pub struct Supervisor<E: Engine = DockerClient> {
     usage_targets: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     /// The installed plugins as of the last reconcile pass.
     installed: Arc<Vec<Installed>>,
+    /// When the first grant in force expires: the plan (approval, allowed egress and calls)
+    /// is made again then, not at the next periodic pass.
+    next_grant_expiry: Option<Timestamp>,
     /// Uninstalled plugins whose containers and network go when due (after the drain), and
     /// the attempts made; a reinstall before then keeps the network.
     leftovers: BTreeMap<String, (Instant, u32)>,
@@ -240,6 +247,7 @@ impl<E: Engine> Supervisor<E> {
             last_pushed: String::new(),
             usage_targets: Arc::default(),
             installed: Arc::default(),
+            next_grant_expiry: None,
             leftovers: BTreeMap::new(),
             last_data_version: 0,
         };
@@ -295,6 +303,11 @@ impl<E: Engine> Supervisor<E> {
                         if self.store_changed() {
                             self.reconcile().await;
                         }
+                    }
+                    if self.next_grant_expiry.is_some_and(|at| at <= Timestamp::now()) {
+                        // A grant lapsed: what it allowed stops now, for running plugins
+                        // and for the gateway's egress proxy.
+                        self.reconcile().await;
                     }
                     self.restart_due(Instant::now()).await;
                     self.remove_leftovers(Instant::now()).await;
@@ -385,6 +398,11 @@ impl<E: Engine> Supervisor<E> {
                 .collect(),
         );
         self.installed = installed.clone();
+        self.next_grant_expiry = installed
+            .iter()
+            .flat_map(|i| i.grants.iter())
+            .filter_map(|g| g.expires_at.as_deref()?.parse::<Timestamp>().ok())
+            .min();
         let plugins: Vec<&Plugin> = installed
             .iter()
             .filter_map(|i| i.manifest.as_ref().ok())

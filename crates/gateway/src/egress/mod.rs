@@ -19,6 +19,7 @@ use crate::config::EgressConfig;
 
 mod proxy;
 pub mod rules;
+mod splice;
 
 pub use proxy::EgressProxy;
 pub use rules::{
@@ -168,6 +169,9 @@ pub struct EgressSettings {
     /// the ones that hold a plugin ([`plugin_network`]) are refused. `None`: not checked
     /// (tests with loopback upstreams).
     pub interfaces: Option<InterfaceNetworks>,
+    /// Move tunnel bytes with `splice(2)` (kernel to kernel); off, they are copied through
+    /// user-space buffers. On by default; the benchmark compares both.
+    pub splice_tunnels: bool,
 }
 
 impl EgressSettings {
@@ -182,6 +186,7 @@ impl EgressSettings {
             max_tunnels: defaults.max_tunnels,
             max_header_bytes: 64 * 1024,
             interfaces: None,
+            splice_tunnels: true,
         }
     }
 

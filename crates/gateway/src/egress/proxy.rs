@@ -30,16 +30,17 @@ use tokio::task::JoinSet;
 use super::rules::{
     Decision, DenyCategory, EgressPolicy, Refusal, Target, TargetHost, own_address, plugin_network,
 };
-use super::{EgressSettings, Resolver, SystemResolver};
+use super::{EgressSettings, Resolver, SystemResolver, splice};
 use crate::{Error, Gateway};
 
 const CREDENTIAL_HINT: &str = "use the proxy URL http://PLUGIN:TOKEN@HOST:PORT with the plugin's \
      name and its BERTH_PLUGIN_TOKEN";
 
-/// Buffer per direction of a tunnel. Tokio's default (8 KiB) costs a read and a write
-/// system call per 8 KiB on each side: a 100 MB download through a tunnel ran at 21 % of
-/// direct, 30–44 % with 64 KiB, 62–66 % with 256 KiB (`cargo bench -p berth-gateway
-/// --bench egress`, docs/benchmarks.md). The price is 512 KiB per open tunnel.
+/// Buffer per direction of a tunnel that is not spliced (a connection hyper did not hand
+/// over as a plain TCP stream). Tokio's default (8 KiB) costs a read and a write system
+/// call per 8 KiB on each side: a 100 MB download through a tunnel ran at 21 % of direct,
+/// 30–44 % with 64 KiB, 62–66 % with 256 KiB (`cargo bench -p berth-gateway --bench
+/// egress`, docs/benchmarks.md).
 const TUNNEL_BUFFER: usize = 256 * 1024;
 
 /// The egress proxy of a [`Gateway`]: cheap to clone; [`EgressProxy::serve`] runs it.
@@ -271,7 +272,7 @@ impl EgressProxy {
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    this.tunnel(TokioIo::new(upgraded), upstream, entry, target, changes)
+                    this.tunnel(upgraded, upstream, entry, target, changes)
                         .await
                 }
                 Err(e) => tracing::debug!(error = %e, "egress proxy: CONNECT upgrade failed"),
@@ -403,6 +404,7 @@ impl EgressProxy {
         // Every answer is checked, not only the one used: a name that mixes public and
         // internal addresses is how rebinding attacks look.
         let mut rule = None;
+        let mut granted = None;
         let gateway_networks = settings.interfaces.as_ref().map(|i| i.current());
         let plugin_addresses = match gateway_networks {
             Some(_) => plugin_addresses(&self.inner.gateway.snapshot()),
@@ -427,13 +429,21 @@ impl EgressProxy {
                 return Err(self.refuse(plugin, target, refusal));
             }
             match policy.decide(&entry.granted_egress, target, *address) {
-                Decision::Allowed { rule: matched } => {
+                Decision::Allowed {
+                    rule: matched,
+                    index,
+                } => {
                     rule.get_or_insert(matched);
+                    granted.get_or_insert(index);
                 }
                 Decision::Denied(refusal) => return Err(self.refuse(plugin, target, refusal)),
             }
         }
         let rule = rule.unwrap_or_default();
+        // The usage receipt's item: the granted rule as granted, not the matched pattern.
+        let granted = granted
+            .and_then(|i| entry.granted_egress.get(i))
+            .map(berth_contract::wire::usage::egress_item);
         let budget = settings.connect_timeout.saturating_sub(started.elapsed());
         // Only the checked addresses are dialed: the name is never resolved again.
         let connected = tokio::time::timeout(budget, async {
@@ -485,6 +495,11 @@ impl EgressProxy {
             .egress_requests
             .with_label_values(&[plugin, rule.as_str(), "allowed"])
             .inc();
+        if let Some(item) = granted {
+            let usage = self.inner.gateway.usage();
+            usage.record_destination(plugin, &item, &target.to_string());
+            usage.record(plugin, berth_contract::wire::UsageKind::Egress, item);
+        }
         Ok(Upstream {
             stream: Metered {
                 inner: stream,
@@ -583,7 +598,7 @@ impl EgressProxy {
     /// stops, or the directory no longer grants the destination.
     async fn tunnel(
         &self,
-        mut client: TokioIo<hyper::upgrade::Upgraded>,
+        upgraded: hyper::upgrade::Upgraded,
         mut upstream: Upstream,
         entry: Arc<PluginEntry>,
         target: Target,
@@ -594,12 +609,7 @@ impl EgressProxy {
         let address = upstream.address.ip();
         let mut closing = self.inner.closing.subscribe();
         let ended = tokio::select! {
-            _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut upstream.stream,
-                TUNNEL_BUFFER,
-                TUNNEL_BUFFER,
-            ) => "closed",
+            _ = relay(upgraded, &mut upstream.stream, self.inner.settings.splice_tunnels) => "closed",
             () = idle_for(&activity, self.inner.settings.idle_timeout) => "idle",
             () = revoked(changes, &self.inner.settings.policy, plugin, &target, address) => "revoked",
             _ = closing.wait_for(|closing| *closing) => "shutdown",
@@ -617,6 +627,53 @@ impl EgressProxy {
                     })),
             );
         }
+    }
+}
+
+/// Copies a tunnel's bytes both ways until both sides are done. The plugin's side is the
+/// proxy's own TCP connection under hyper's upgrade: bytes hyper had already read past the
+/// `CONNECT` head go first, then the kernel moves the rest (`splice`). Any other kind of
+/// connection, or `splice_tunnels` off, is copied through user-space buffers.
+async fn relay(
+    upgraded: hyper::upgrade::Upgraded,
+    upstream: &mut Metered,
+    splice_tunnels: bool,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let plain = if splice_tunnels {
+        upgraded.downcast::<TokioIo<TcpStream>>()
+    } else {
+        Err(upgraded)
+    };
+    match plain {
+        Ok(parts) => {
+            if !parts.read_buf.is_empty() {
+                upstream.write_all(&parts.read_buf).await?;
+            }
+            let client = parts.io.into_inner();
+            splice::bidirectional(
+                &client,
+                &upstream.inner,
+                splice::Meter {
+                    counter: &upstream.sent,
+                    activity: &upstream.activity,
+                },
+                splice::Meter {
+                    counter: &upstream.received,
+                    activity: &upstream.activity,
+                },
+            )
+            .await
+            .map(drop)
+        }
+        Err(upgraded) => tokio::io::copy_bidirectional_with_sizes(
+            &mut TokioIo::new(upgraded),
+            upstream,
+            TUNNEL_BUFFER,
+            TUNNEL_BUFFER,
+        )
+        .await
+        .map(drop),
     }
 }
 
@@ -693,25 +750,25 @@ struct Upstream {
 }
 
 /// When bytes last moved, for the idle timeout.
-struct Activity {
+pub(super) struct Activity {
     start: Instant,
     last_millis: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(Self {
             start: Instant::now(),
             last_millis: AtomicU64::new(0),
         })
     }
 
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_millis.store(now, Ordering::Relaxed);
     }
 
-    fn idle(&self) -> Duration {
+    pub(super) fn idle(&self) -> Duration {
         let last = Duration::from_millis(self.last_millis.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
     }

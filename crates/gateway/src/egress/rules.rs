@@ -525,6 +525,9 @@ pub enum Decision {
         /// The rule's pattern: `api.example.com`, `*.example.com`, `*` or a CIDR. Also the
         /// `host` label of `berth_egress_requests_total`, so bounded by the grants.
         rule: String,
+        /// Where the rule is among the granted rules passed to [`EgressPolicy::decide`]:
+        /// the grant item a usage receipt counts.
+        index: usize,
     },
     /// Refused.
     Denied(Refusal),
@@ -532,6 +535,7 @@ pub enum Decision {
 
 /// A granted rule, parsed once per decision; a rule that does not parse matches nothing.
 struct ParsedRule {
+    index: usize,
     host: Option<HostPattern>,
     cidr: Option<IpNet>,
     ports: Vec<u16>,
@@ -540,7 +544,8 @@ struct ParsedRule {
 fn parse_rules(rules: &[EgressRule]) -> Vec<ParsedRule> {
     rules
         .iter()
-        .filter_map(|r| {
+        .enumerate()
+        .filter_map(|(index, r)| {
             let host = match &r.host {
                 Some(h) => Some(HostPattern::parse(h).ok()?),
                 None => None,
@@ -550,6 +555,7 @@ fn parse_rules(rules: &[EgressRule]) -> Vec<ParsedRule> {
                 None => None,
             };
             Some(ParsedRule {
+                index,
                 host,
                 cidr,
                 ports: r.ports.clone(),
@@ -614,18 +620,19 @@ impl EgressPolicy {
         let parsed = parse_rules(rules);
         let canonical = address.to_canonical();
         let on_port = || parsed.iter().filter(|r| r.ports.contains(&target.port));
-        if let Some(cidr) = on_port()
+        if let Some((cidr, index)) = on_port()
             .filter(|r| r.host.is_none())
-            .filter_map(|r| r.cidr)
-            .find(|c| c.contains(&canonical))
+            .filter_map(|r| Some((r.cidr?, r.index)))
+            .find(|(c, _)| c.contains(&canonical))
         {
             return Decision::Allowed {
                 rule: cidr.to_string(),
+                index,
             };
         }
-        if let Some(pattern) = on_port()
-            .filter_map(|r| r.host.as_ref())
-            .find(|h| h.matches(&target.host))
+        if let Some((pattern, index)) = on_port()
+            .filter_map(|r| Some((r.host.as_ref()?, r.index)))
+            .find(|(h, _)| h.matches(&target.host))
         {
             return match private_network(address) {
                 Some(network) if !self.allow_private => Decision::Denied(Refusal::Private {
@@ -635,6 +642,7 @@ impl EgressPolicy {
                 }),
                 _ => Decision::Allowed {
                     rule: pattern.to_string(),
+                    index,
                 },
             };
         }
@@ -690,9 +698,40 @@ mod tests {
 
     fn allowed(d: &Decision) -> Option<&str> {
         match d {
-            Decision::Allowed { rule } => Some(rule),
+            Decision::Allowed { rule, .. } => Some(rule),
             Decision::Denied(_) => None,
         }
+    }
+
+    #[test]
+    fn an_allowed_decision_names_the_granted_rule_it_came_from() {
+        let rules = [
+            host("not a pattern!", &[443]),
+            host("api.example.com", &[80]),
+            host("*.example.com", &[443]),
+            cidr("10.0.0.0/8", &[443]),
+        ];
+        assert_eq!(
+            policy().decide(&rules, &target("api.example.com:443"), ip("93.184.216.34")),
+            Decision::Allowed {
+                rule: "*.example.com".into(),
+                index: 2,
+            }
+        );
+        assert_eq!(
+            policy().decide(&rules, &target("api.example.com:80"), ip("93.184.216.34")),
+            Decision::Allowed {
+                rule: "api.example.com".into(),
+                index: 1,
+            }
+        );
+        assert_eq!(
+            policy().decide(&rules, &target("10.1.2.3:443"), ip("10.1.2.3")),
+            Decision::Allowed {
+                rule: "10.0.0.0/8".into(),
+                index: 3,
+            }
+        );
     }
 
     #[test]

@@ -194,6 +194,36 @@ async fn unknown_route_is_404_and_wrong_method_is_405_in_the_error_shape() {
 }
 
 #[tokio::test]
+async fn a_plugin_awaiting_its_grant_is_403_naming_what_it_asks_for_and_how_to_grant() {
+    let rec = Recorder::default();
+    let addr = spawn_plugin(echo_plugin(rec.clone())).await;
+    let h = Harness::start(vec![
+        entry(
+            plugin(
+                "fetch",
+                "capabilities: [{name: get}]\npermissions: {network: {egress: [{host: \"*\", ports: [80, 443]}]}, plugins: [{name: text, capabilities: [stats]}]}",
+            ),
+            &[addr],
+        )
+        .with_phase(Phase::AwaitingApproval),
+    ])
+    .await;
+    let r = h.invoke(INVOKE_ALL, "fetch", "get", "{}").await;
+    r.expect(StatusCode::FORBIDDEN, "plugin_not_granted");
+    for said in [
+        "berth grant fetch",
+        "PluginGrant",
+        "network egress *:80,443",
+        "calls text/stats",
+    ] {
+        assert!(r.text.contains(said), "{said:?} not in {}", r.text);
+    }
+    // It will not come back by itself: no invitation to retry.
+    assert!(!r.headers.contains_key("retry-after"), "{:?}", r.headers);
+    assert_eq!(rec.hits(), 0);
+}
+
+#[tokio::test]
 async fn disabled_and_unready_plugins_are_503() {
     let rec = Recorder::default();
     let addr = spawn_plugin(echo_plugin(rec.clone())).await;

@@ -8,3 +8,4 @@ mod lifecycle;
 mod metrics;
 mod pushed;
 mod support;
+mod usage;
