@@ -345,9 +345,11 @@ fn compile(plugins: &[PluginDir]) -> anyhow::Result<Vec<PathBuf>> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut child = cmd.spawn().map_err(|e| {
+        // Ended with `berth` on SIGINT/SIGTERM, rustc processes included.
+        let mut guarded = super::children::spawn(&mut cmd).map_err(|e| {
             anyhow!("cannot run cargo ({e}); install Rust (rustup) to build plugins")
         })?;
+        let child = guarded.child();
         let stdout = child
             .stdout
             .take()

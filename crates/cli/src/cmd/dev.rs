@@ -336,10 +336,11 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                     .gateway_image
                     .rsplit_once(':')
                     .unwrap_or((&args.gateway_image, ""));
-                let status = Command::new(root.join("crates/cli/build-image.sh"))
-                    .env("BERTH_IMAGE", repo)
-                    .status()
-                    .context("cannot run crates/cli/build-image.sh")?;
+                let status = super::children::spawn(
+                    Command::new(root.join("crates/cli/build-image.sh")).env("BERTH_IMAGE", repo),
+                )
+                .and_then(|mut build| build.child().wait())
+                .context("cannot run crates/cli/build-image.sh")?;
                 if !status.success() {
                     eprintln!("error: building the gateway image failed");
                     return Ok(ExitCode::from(1));
@@ -354,6 +355,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // The builds are done: from here on the supervisor stops gracefully on a signal (a
+    // `--watch` rebuild is still ended with it).
+    super::children::leave_signals_to_the_caller();
     let control = LocalControl::new(&state, &store, current_user());
     for f in &found {
         let outcome = control.install(&f.file, &f.yaml, &f.plugin)?;

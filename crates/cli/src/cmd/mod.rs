@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod build;
+pub mod children;
 pub mod crd;
 pub mod dev;
 pub mod gateway;
