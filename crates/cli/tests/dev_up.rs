@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,263 +20,17 @@ const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 mod support;
 
+use support::dev::{Dev, StandIns, build, build_gateway_image, docker_or_skip};
 use support::{post, repo, target_dir};
-
-fn docker_ok() -> bool {
-    Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// True when Docker answers; under `CI` an unreachable engine fails the test.
-fn docker_or_skip(test: &str) -> bool {
-    if docker_ok() {
-        return true;
-    }
-    support::docker_unreachable(test, "`docker info` failed");
-    false
-}
 
 /// Builds the example images and the gateway image once per run of this file.
 fn images() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let out = Command::new(BERTH)
-            .args(["build", "--all", "plugin-images/"])
-            .current_dir(repo())
-            .env("CARGO_TARGET_DIR", target_dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "berth build --all: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new(BERTH)
-            .args(["build", "test-images/probe"])
-            .current_dir(repo())
-            .env("CARGO_TARGET_DIR", target_dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "berth build test-images/probe: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new(repo().join("crates/cli/build-image.sh"))
-            .current_dir(repo())
-            .env("CARGO_TARGET_DIR", target_dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build-image.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build(&["build", "--all", "plugin-images/"]);
+        build(&["build", "test-images/probe"]);
+        build_gateway_image();
     });
-}
-
-/// One `berth dev up` with its own state directory; `dev down` and a leftover check on drop.
-struct Dev {
-    state: tempfile::TempDir,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Dev {
-    fn new() -> Self {
-        let state = tempfile::tempdir().unwrap();
-        let log = state.path().join("dev-up.log");
-        Self {
-            state,
-            child: None,
-            log,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self.state.path()
-    }
-
-    fn berth(&self, args: &[&str]) -> Output {
-        Command::new(BERTH)
-            .args(args)
-            .env("BERTH_STATE_DIR", self.dir())
-            .current_dir(repo())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.berth(args);
-        assert!(
-            out.status.success(),
-            "berth {}: exit {:?}\nstdout: {}\nstderr: {}\n--- dev up log ---\n{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log_text()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Starts `berth dev up ARGS --port 0` and waits until every plugin has left the
-    /// starting phases.
-    fn up(&mut self, args: &[&str]) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(BERTH)
-            .arg("dev")
-            .arg("up")
-            .args(args)
-            .args(["--port", "0", "--no-build"])
-            .env("BERTH_STATE_DIR", self.dir())
-            .env("CARGO_TARGET_DIR", target_dir())
-            .current_dir(repo())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_settled(Duration::from_secs(120));
-    }
-
-    /// Waits until the plugin has no running container (stops drain first).
-    fn wait_gone(&self, plugin: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.plugin_containers(plugin).is_empty() {
-            assert!(Instant::now() < deadline, "{plugin} still has a container");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn wait_settled(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait().unwrap()
-            {
-                panic!("berth dev up exited ({status}):\n{}", self.log_text());
-            }
-            let list = self.list();
-            let settled = !list.is_empty()
-                && list.iter().all(|p| {
-                    !matches!(
-                        p["phase"].as_str(),
-                        Some("Installed" | "Pending" | "Deploying" | "Stopped")
-                    )
-                });
-            // The supervisor prints where the gateway is once it has started and adopted.
-            if settled && self.gateway_url().is_some() && self.log_text().contains("gateway:") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "plugins did not settle: {list:?}\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn list(&self) -> Vec<Value> {
-        let out = self.berth(&["list", "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    }
-
-    fn phase(&self, name: &str) -> String {
-        self.list()
-            .iter()
-            .find(|p| p["name"] == name)
-            .and_then(|p| p["phase"].as_str().map(String::from))
-            .unwrap_or_default()
-    }
-
-    fn status(&self, name: &str) -> Value {
-        serde_json::from_str(&self.ok(&["status", name, "--json"])).unwrap()
-    }
-
-    fn gateway_url(&self) -> Option<String> {
-        let store = berth_store::Store::open(self.dir().join("berth.db")).ok()?;
-        store
-            .setting(berth_docker::supervisor::GATEWAY_URL_SETTING)
-            .ok()
-            .flatten()
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.dir().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn instance(&self) -> String {
-        berth_docker::Instance::for_state_dir(self.dir())
-            .id()
-            .to_owned()
-    }
-
-    /// Names of Docker objects of this instance: containers, networks, volumes.
-    fn leftovers(&self) -> Vec<String> {
-        let label = format!("label=berth.dev/instance={}", self.instance());
-        let mut out = Vec::new();
-        for args in [
-            vec!["ps", "-a", "--filter", &label, "--format", "{{.Names}}"],
-            vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
-            vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"],
-        ] {
-            let o = Command::new("docker").args(&args).output().unwrap();
-            out.extend(
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .map(String::from),
-            );
-        }
-        out
-    }
-
-    fn plugin_containers(&self, plugin: &str) -> Vec<String> {
-        let o = Command::new("docker")
-            .args([
-                "ps",
-                "--filter",
-                &format!("label=berth.dev/instance={}", self.instance()),
-                "--filter",
-                &format!("label=berth.dev/plugin={plugin}"),
-                "--format",
-                "{{.ID}}",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = self.berth(&["dev", "down"]);
-    }
 }
 
 fn write_manifest(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -759,88 +513,6 @@ fn a_plugin_reaches_other_plugins_only_through_the_gateway_and_never_the_host() 
     dev.ok(&["invoke", "probe", "write", r#"{"path":"/tmp/x"}"#]);
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A stand-in for a service outside Berth: `berth/hello` as a plain container on a network
-/// of its own, named `upstream.test` there, serving `GET /healthz` on port 80 (a port the
-/// http-fetch grant covers). The container and the network go on drop.
-struct Upstream {
-    network: String,
-    container: String,
-}
-
-impl Upstream {
-    fn start() -> Self {
-        let network = format!("berth-test-egress-{}", std::process::id());
-        let container = format!("{network}-upstream");
-        let upstream = Self { network, container };
-        upstream.remove();
-        docker(&["network", "create", &upstream.network]);
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &upstream.container,
-            "--network",
-            &upstream.network,
-            "--network-alias",
-            "upstream.test",
-            "-e",
-            "BERTH_PORT=80",
-            // Port 80 as UID 65532 (Docker 20.10 sets this by default; said here for older ones).
-            "--sysctl",
-            "net.ipv4.ip_unprivileged_port_start=0",
-            "berth/hello:0.1.0",
-        ]);
-        upstream
-    }
-
-    /// Puts `container` on the upstream's network as well.
-    fn connect(&self, container: &str) {
-        docker(&["network", "connect", &self.network, container]);
-    }
-
-    fn remove(&self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.container])
-            .output();
-        let attached = Command::new("docker")
-            .args([
-                "network",
-                "inspect",
-                &self.network,
-                "-f",
-                "{{range .Containers}}{{.Name}} {{end}}",
-            ])
-            .output();
-        if let Ok(attached) = attached {
-            for name in String::from_utf8_lossy(&attached.stdout).split_whitespace() {
-                let _ = Command::new("docker")
-                    .args(["network", "disconnect", "-f", &self.network, name])
-                    .output();
-            }
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.network])
-            .output();
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 #[test]
 fn granted_egress_goes_through_the_gateway_proxy_and_internal_targets_are_refused() {
     if !docker_or_skip("granted_egress_goes_through_the_gateway_proxy") {
@@ -848,11 +520,11 @@ fn granted_egress_goes_through_the_gateway_proxy_and_internal_targets_are_refuse
     }
     images();
     // Declared first, so it goes after `dev down` has removed the gateway attached to it.
-    let upstream = Upstream::start();
+    let upstream = StandIns::start("dev-up");
     let mut dev = Dev::new();
     dev.up(&["--egress-allow-private", "examples/"]);
     // The upstream is reachable from the gateway only: the operator connects it on purpose.
-    upstream.connect(&format!("berth-{}-gateway", dev.instance()));
+    upstream.connect(&dev.gateway_container(), &[]);
     let out = dev.ok(&["grant", "http-fetch", "--reason", "test"]);
     assert!(out.contains("Ready"), "{out}");
 

@@ -19,8 +19,7 @@
 //! they print why they skip.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -30,19 +29,8 @@ const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 mod support;
 
-use support::{describe_output, repo, target_dir};
-
-/// True when Docker answers; under `CI` an unreachable engine fails the test.
-fn docker_or_skip(test: &str) -> bool {
-    let ok = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        support::docker_unreachable(test, "`docker info` failed");
-    }
-    ok
-}
+use support::dev::{Dev, StandIns, build, build_gateway_image, docker_or_skip};
+use support::{describe_output, repo};
 
 /// Builds the images these tests use once per run of this file; `berth build` skips the
 /// ones that are up to date, so other test binaries' builds are reused.
@@ -55,344 +43,10 @@ fn images() {
             "plugin-images/http-fetch",
             "test-images/probe",
         ] {
-            let out = Command::new(BERTH)
-                .args(["build", dir])
-                .current_dir(repo())
-                .env("CARGO_TARGET_DIR", target_dir())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "berth build {dir}: {}",
-                describe_output(&out)
-            );
+            build(&["build", dir]);
         }
-        let out = Command::new(repo().join("crates/cli/build-image.sh"))
-            .current_dir(repo())
-            .env("CARGO_TARGET_DIR", target_dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build-image.sh: {}",
-            describe_output(&out)
-        );
+        build_gateway_image();
     });
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        describe_output(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Stand-ins for services outside Berth on a network of their own; everything goes on drop.
-struct StandIns {
-    network: String,
-    containers: Vec<String>,
-}
-
-impl StandIns {
-    /// The network and the HTTP stand-in `upstream.test` (+ `api.wild.test`, `other.test`).
-    fn start(tag: &str) -> Self {
-        let network = format!("berth-test-egress-{}-{tag}", std::process::id());
-        let mut me = Self {
-            network,
-            containers: Vec::new(),
-        };
-        me.remove();
-        docker(&["network", "create", &me.network]);
-        let upstream = format!("{}-upstream", me.network);
-        me.containers.push(upstream.clone());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &upstream,
-            "--network",
-            &me.network,
-            "--network-alias",
-            "upstream.test",
-            "--network-alias",
-            "api.wild.test",
-            "--network-alias",
-            "other.test",
-            "-e",
-            "BERTH_PORT=80",
-            // Port 80 as UID 65532 (Docker 20.10 sets this by default; said for older ones).
-            "--sysctl",
-            "net.ipv4.ip_unprivileged_port_start=0",
-            "berth/hello:0.1.0",
-        ]);
-        me
-    }
-
-    /// Starts the TLS stand-in `tls.test` on port 443; returns its certificate (PEM).
-    fn start_tls(&mut self) -> String {
-        let tls = format!("{}-tls", self.network);
-        self.containers.push(tls.clone());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &tls,
-            "--network",
-            &self.network,
-            "--network-alias",
-            "tls.test",
-            "-e",
-            "BERTH_PORT=443",
-            "--sysctl",
-            "net.ipv4.ip_unprivileged_port_start=0",
-            "berth/probe:0.1.0",
-            "--tls-serve",
-            "tls.test",
-        ]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = Command::new("docker")
-                .args(["logs", &tls])
-                .output()
-                .unwrap();
-            // The certificate comes first on standard output, then the log lines.
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            const END: &str = "-----END CERTIFICATE-----";
-            if let (Some(start), Some(end)) = (text.find("-----BEGIN"), text.find(END))
-                && text.contains("serving TLS")
-            {
-                return text[start..end + END.len()].to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the TLS stand-in did not start: {}",
-                describe_output(&out)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn address(&self, which: &str) -> String {
-        docker(&[
-            "inspect",
-            &format!("{}-{which}", self.network),
-            "-f",
-            &format!(
-                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-                self.network
-            ),
-        ])
-    }
-
-    /// Puts the gateway on the stand-ins' network, also known there as `aliases`.
-    fn connect(&self, container: &str, aliases: &[&str]) {
-        let mut args = vec!["network", "connect"];
-        for a in aliases {
-            args.extend(["--alias", a]);
-        }
-        args.extend([self.network.as_str(), container]);
-        docker(&args);
-    }
-
-    fn remove(&self) {
-        let name_filter = format!("name={}-", self.network);
-        let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &name_filter])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for id in ids.split_whitespace() {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
-        }
-        let attached = Command::new("docker")
-            .args([
-                "network",
-                "inspect",
-                &self.network,
-                "-f",
-                "{{range .Containers}}{{.Name}} {{end}}",
-            ])
-            .output();
-        if let Ok(attached) = attached {
-            for name in String::from_utf8_lossy(&attached.stdout).split_whitespace() {
-                let _ = Command::new("docker")
-                    .args(["network", "disconnect", "-f", &self.network, name])
-                    .output();
-            }
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.network])
-            .output();
-    }
-}
-
-impl Drop for StandIns {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-/// One `berth dev up` with its own state directory; `dev down` on drop.
-struct Dev {
-    state: tempfile::TempDir,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Dev {
-    fn new() -> Self {
-        let state = tempfile::tempdir().unwrap();
-        let log = state.path().join("dev-up.log");
-        Self {
-            state,
-            child: None,
-            log,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self.state.path()
-    }
-
-    fn berth(&self, args: &[&str]) -> Output {
-        Command::new(BERTH)
-            .args(args)
-            .env("BERTH_STATE_DIR", self.dir())
-            .current_dir(repo())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.berth(args);
-        assert!(
-            out.status.success(),
-            "berth {}: {}\n--- dev up log ---\n{}",
-            args.join(" "),
-            describe_output(&out),
-            self.log_text()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Starts `berth dev up ARGS --port 0 --no-build` and waits until every plugin has
-    /// left the starting phases and the gateway is up.
-    fn up(&mut self, args: &[&str]) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(BERTH)
-            .args(["dev", "up"])
-            .args(args)
-            .args(["--port", "0", "--no-build"])
-            .env("BERTH_STATE_DIR", self.dir())
-            .current_dir(repo())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("berth dev up exited ({status}):\n{}", self.log_text());
-            }
-            let list = self.list();
-            let settled = !list.is_empty()
-                && list.iter().all(|p| {
-                    !matches!(
-                        p["phase"].as_str(),
-                        Some("Installed" | "Pending" | "Deploying" | "Stopped")
-                    )
-                });
-            if settled && self.log_text().contains("gateway:") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "plugins did not settle: {list:?}\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn list(&self) -> Vec<Value> {
-        let out = self.berth(&["list", "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    }
-
-    fn plugin(&self, name: &str) -> Value {
-        self.list()
-            .into_iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or(Value::Null)
-    }
-
-    fn gateway_container(&self) -> String {
-        berth_docker::Instance::for_state_dir(self.dir()).gateway_container_name()
-    }
-
-    fn gateway_url(&self) -> String {
-        let store = berth_store::Store::open(self.dir().join("berth.db")).unwrap();
-        store
-            .setting(berth_docker::supervisor::GATEWAY_URL_SETTING)
-            .unwrap()
-            .unwrap()
-    }
-
-    /// The name of `plugin`'s running container.
-    fn container_of(&self, plugin: &str) -> String {
-        let instance = berth_docker::Instance::for_state_dir(self.dir());
-        let names = docker(&[
-            "ps",
-            "--filter",
-            &format!("label=berth.dev/instance={}", instance.id()),
-            "--filter",
-            &format!("label=berth.dev/plugin={plugin}"),
-            "--format",
-            "{{.Names}}",
-        ]);
-        let mut names = names.lines();
-        let name = names.next().unwrap_or_default().to_owned();
-        assert!(
-            !name.is_empty() && names.next().is_none(),
-            "{plugin}: {name}"
-        );
-        name
-    }
-
-    /// `berth invoke PLUGIN CAPABILITY INPUT`, answered 200: the output.
-    fn invoke(&self, plugin: &str, capability: &str, input: &Value) -> Value {
-        let answer = self.ok(&["invoke", plugin, capability, &input.to_string()]);
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
-    }
-
-    /// The security events of `plugin` in the audit log, as JSON text.
-    fn security_audit(&self, plugin: &str) -> String {
-        self.ok(&[
-            "audit", "--plugin", plugin, "--type", "security", "--output", "json",
-        ])
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = self.berth(&["dev", "down"]);
-    }
 }
 
 /// The parity table, as written in `tests/fixtures/egress-parity.yaml`.
@@ -573,7 +227,11 @@ fn run_case(dev: &Dev, world: &World, case: &Case) -> Result<(), String> {
 
 /// `berth_egress_requests_total` of `plugin` with `decision="allowed"`, summed.
 fn allowed_requests(dev: &Dev, plugin: &str) -> u64 {
-    let addr = dev.gateway_url().trim_start_matches("http://").to_owned();
+    let addr = dev
+        .gateway_url()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
     let (_, text) = get(&addr, "/metrics");
     text.lines()
         .filter(|l| {
@@ -891,10 +549,7 @@ fn http_fetch_is_refused_until_granted_then_fetches_through_the_proxy() {
     // The usage report: `*` on 80 and 443 was used for one destination, the call to
     // text-processor not at all; the narrowed grant names exactly what was used.
     let table = dev.ok(&["usage", "http-fetch"]);
-    assert!(
-        table.contains("upstream.test:80 (via *:80,443)"),
-        "{table}"
-    );
+    assert!(table.contains("upstream.test:80 (via *:80,443)"), "{table}");
     let yaml = dev.ok(&["usage", "http-fetch", "--output", "yaml"]);
     let grant: Value = serde_yaml::from_str(yaml.trim_start_matches("---\n"))
         .unwrap_or_else(|e| panic!("{e}: {yaml}"));

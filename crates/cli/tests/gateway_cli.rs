@@ -1,11 +1,14 @@
 //! `berth gateway`, `berth gateway token` and `berth audit` through the real binary: a
 //! plugin on a loopback socket, a gateway process, SIGTERM, then the audit log it left.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+
+mod support;
+
+use support::gateway::{GatewayProcess, spawn_plugin, start_gateway};
 
 fn berth(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -20,53 +23,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A protocol-v1 plugin on a thread: `ok` answers 200, `fail` answers 500.
-fn spawn_plugin() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || serve_one(stream));
-        }
-    });
-    port
-}
-
-fn serve_one(stream: TcpStream) {
-    let mut reader = BufReader::new(stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    let (status, answer) = if request_line.contains("/v1/invoke/fail") {
-        (
-            "500 Internal Server Error",
-            r#"{"error":{"code":"boom","message":"it broke"}}"#,
-        )
-    } else {
-        ("200 OK", r#"{"ok":true}"#)
-    };
-    let mut stream = reader.into_inner();
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-        answer.len()
-    );
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
@@ -89,24 +45,7 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) ->
     (status, body)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct GatewayProcess(Child);
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_gateway(dir: &Path, plugin_port: u16, token_line: &str) -> (GatewayProcess, u16) {
+fn start_calc_gateway(dir: &Path, plugin_port: u16, token_line: &str) -> (GatewayProcess, u16) {
     let manifest = dir.join("calc.yaml");
     std::fs::write(
         &manifest,
@@ -115,34 +54,22 @@ fn start_gateway(dir: &Path, plugin_port: u16, token_line: &str) -> (GatewayProc
     .unwrap();
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("# test tokens\n{token_line}\n")).unwrap();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--plugins")
-        .arg(&manifest)
-        .args([
-            "--endpoint",
-            &format!("calc=http://127.0.0.1:{plugin_port}"),
-        ])
-        .arg("--tokens-file")
-        .arg(&tokens)
-        .arg("--store")
-        .arg(dir.join("berth.db"))
-        .args(["--audit-sink", "sqlite,stdout"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("berth gateway starts");
-    let child = GatewayProcess(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "gateway did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
+    start_gateway(|gateway| {
+        gateway
+            .arg("--plugins")
+            .arg(&manifest)
+            .args([
+                "--endpoint",
+                &format!("calc=http://127.0.0.1:{plugin_port}"),
+            ])
+            .arg("--tokens-file")
+            .arg(&tokens)
+            .arg("--store")
+            .arg(dir.join("berth.db"))
+            .args(["--audit-sink", "sqlite,stdout"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    })
 }
 
 #[test]
@@ -163,7 +90,7 @@ fn gateway_serves_plugins_and_leaves_a_verifiable_audit_log() {
     );
 
     let plugin_port = spawn_plugin();
-    let (mut gateway, port) = start_gateway(&dir, plugin_port, &line);
+    let (mut gateway, port) = start_calc_gateway(&dir, plugin_port, &line);
     assert_eq!(http(port, "GET", "/readyz", None, "").0, 200);
     let (status, body) = http(
         port,

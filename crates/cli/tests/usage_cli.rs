@@ -2,13 +2,16 @@
 //! admin API, and against local mode's store, with the narrowed grant it prints going back
 //! in through `berth grant NAME --from FILE`.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use berth_api::{Manifest, PluginGrant};
 use berth_store::{Store, UsageRow};
+
+mod support;
+
+use support::gateway::{spawn_plugin, start_gateway};
 
 /// An http-fetch-like plugin granted two hosts; only `api.example.com` gets used. Its secret
 /// puts it above the auto-approved tier, so what it may reach is what its grants hold.
@@ -54,11 +57,30 @@ fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("berth-usage-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// `berth gateway token --name NAME --scope SCOPE`: the line for a tokens file and the
+/// token itself.
+fn mint_token(name: &str, scope: &str) -> (String, String) {
+    let minted = berth(
+        &["gateway", "token", "--name", name, "--scope", scope],
+        None,
+    );
+    let line = stdout(&minted).trim().to_owned();
+    let token = String::from_utf8(minted.stderr)
+        .unwrap()
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    (line, token)
+}
+
+/// A temporary directory, removed when the test ends.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("berth-usage-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// What the gateway flushes after `fetch` fetched from api.example.com five times today.
@@ -102,67 +124,29 @@ fn assert_only_the_used_host(grant: &PluginGrant) {
     assert_eq!(grant.spec.permissions.secrets.len(), 1);
 }
 
-struct GatewayProcess(Child);
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn usage_from_a_gateway_prints_a_grant_of_only_the_host_that_was_used() {
-    let dir = temp_dir("gateway");
+    let tmp = temp_dir("gateway");
+    let dir = tmp.path().to_path_buf();
     let manifest = dir.join("fetch.yaml");
     std::fs::write(&manifest, FETCH).unwrap();
     let store = dir.join("berth.db");
     record_use(&store);
-    let minted = berth(
-        &["gateway", "token", "--name", "ops", "--scope", "admin"],
-        None,
-    );
-    let line = stdout(&minted).trim().to_owned();
-    let token = String::from_utf8(minted.stderr)
-        .unwrap()
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (line, token) = mint_token("ops", "admin");
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("{line}\n")).unwrap();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--plugins")
-        .arg(&manifest)
-        .arg("--tokens-file")
-        .arg(&tokens)
-        .arg("--store")
-        .arg(&store)
-        .args(["--audit-sink", "sqlite", "--auto-approve-tier", "moderate"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("berth gateway starts");
-    let _gateway = GatewayProcess(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "gateway did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_gateway, port) = start_gateway(|gateway| {
+        gateway
+            .arg("--plugins")
+            .arg(&manifest)
+            .arg("--tokens-file")
+            .arg(&tokens)
+            .arg("--store")
+            .arg(&store)
+            .args(["--audit-sink", "sqlite", "--auto-approve-tier", "moderate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    });
     let url = format!("http://127.0.0.1:{port}");
 
     let table = stdout(&berth(
@@ -231,7 +215,8 @@ fn usage_from_a_gateway_prints_a_grant_of_only_the_host_that_was_used() {
 
 #[test]
 fn the_narrowed_grant_from_the_local_store_goes_back_in_with_grant_from() {
-    let dir = temp_dir("local");
+    let tmp = temp_dir("local");
+    let dir = tmp.path().to_path_buf();
     let state = dir.join("state");
     let manifest = dir.join("fetch.yaml");
     std::fs::write(&manifest, FETCH).unwrap();
@@ -327,40 +312,6 @@ fn the_narrowed_grant_from_the_local_store_goes_back_in_with_grant_from() {
     assert!(e.contains("--since \"soon\": not a duration"), "{e}");
 }
 
-/// A protocol-v1 plugin on a thread that answers every invocation `{"ok":true}`.
-fn spawn_plugin() -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                let answer = r#"{"ok":true}"#;
-                let _ = write!(
-                    reader.into_inner(),
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
-            });
-        }
-    });
-    port
-}
-
 /// `POST path` with a bearer token and `{}`; the status.
 fn post(port: u16, path: &str, token: &str) -> u16 {
     use std::io::{Read, Write};
@@ -391,7 +342,8 @@ fn call_count(json: &str) -> u64 {
 #[test]
 fn local_usage_asks_the_running_gateway_for_counts_it_has_not_flushed() {
     use berth_docker::control::StateDir;
-    let dir = temp_dir("running");
+    let tmp = temp_dir("running");
+    let dir = tmp.path().to_path_buf();
     let state_path = dir.join("state");
     let state = StateDir::create(&state_path).unwrap();
     let admin = state.ensure_admin_token().unwrap();
@@ -406,62 +358,33 @@ fn local_usage_asks_the_running_gateway_for_counts_it_has_not_flushed() {
         "apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {name: proc}\nspec:\n  image: localhost/berth/proc:0.1.0\n  version: 0.1.0\n  capabilities: [{name: run}]\n  permissions:\n    plugins: [{name: calc, capabilities: [ok]}]\n",
     )
     .unwrap();
-    let minted = berth(
-        &[
-            "gateway",
-            "token",
-            "--name",
-            "proc",
-            "--scope",
-            "plugin:proc",
-        ],
-        None,
-    );
-    let proc_line = stdout(&minted).trim().to_owned();
-    let proc_token = String::from_utf8(minted.stderr)
-        .unwrap()
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (proc_line, proc_token) = mint_token("proc", "plugin:proc");
     let admin_line = format!(
         "dev-up {} admin",
         berth_contract::credential::digest_line(&admin)
     );
     std::fs::write(dir.join("tokens"), format!("{admin_line}\n{proc_line}\n")).unwrap();
     let plugin_port = spawn_plugin();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--plugins")
-        .arg(format!(
-            "{},{}",
-            dir.join("calc.yaml").display(),
-            dir.join("proc.yaml").display()
-        ))
-        .args([
-            "--endpoint",
-            &format!("calc=http://127.0.0.1:{plugin_port}"),
-        ])
-        .arg("--tokens-file")
-        .arg(dir.join("tokens"))
-        .arg("--store")
-        .arg(&store_path)
-        .args(["--audit-summary-interval", "1h"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("berth gateway starts");
-    let mut gateway = GatewayProcess(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "gateway did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut gateway, port) = start_gateway(|gateway| {
+        gateway
+            .arg("--plugins")
+            .arg(format!(
+                "{},{}",
+                dir.join("calc.yaml").display(),
+                dir.join("proc.yaml").display()
+            ))
+            .args([
+                "--endpoint",
+                &format!("calc=http://127.0.0.1:{plugin_port}"),
+            ])
+            .arg("--tokens-file")
+            .arg(dir.join("tokens"))
+            .arg("--store")
+            .arg(&store_path)
+            .args(["--audit-summary-interval", "1h"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    });
     // What `berth dev up` publishes for local commands.
     state
         .open_store()

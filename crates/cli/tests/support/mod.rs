@@ -1,6 +1,9 @@
-//! Helpers shared by the CLI's Docker tests and the local-mode benchmark; each test binary
+//! Helpers shared by the CLI's integration tests and the local-mode benchmark; each test binary
 //! uses a part of them.
 #![allow(dead_code)]
+
+pub mod dev;
+pub mod gateway;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use base64::Engine;
 use berth_api::EgressRule;
-use berth_gateway::egress::{DenyCategory, DenySet, EgressPolicy, StaticResolver};
+use berth_gateway::egress::{DenyCategory, DenySet, StaticResolver};
 use berth_gateway::{Config, EgressConfig, EgressProxy, EgressSettings, PluginEntry};
 use berth_store::AuditQuery;
 use berth_store::audit::types;
@@ -29,22 +28,6 @@ const LOCALHOST: &str = "127.0.0.1";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-fn host_rule(host: &str, ports: &[u16]) -> EgressRule {
-    EgressRule {
-        host: Some(host.into()),
-        cidr: None,
-        ports: ports.to_vec(),
-    }
-}
-
-fn cidr_rule(cidr: &str, ports: &[u16]) -> EgressRule {
-    EgressRule {
-        host: None,
-        cidr: Some(cidr.into()),
-        ports: ports.to_vec(),
-    }
 }
 
 fn fetcher(egress: Vec<EgressRule>) -> PluginEntry {
@@ -65,10 +48,7 @@ fn test_deny_set() -> DenySet {
 }
 
 fn test_settings() -> EgressSettings {
-    EgressSettings {
-        connect_timeout: Duration::from_secs(2),
-        ..EgressSettings::new(EgressPolicy::new(test_deny_set(), false))
-    }
+    proxy_settings(test_deny_set())
 }
 
 fn resolver() -> StaticResolver {
@@ -95,9 +75,7 @@ struct Egress {
 async fn start(entries: Vec<PluginEntry>, settings: EgressSettings) -> Egress {
     let h = Harness::start(entries).await;
     let proxy = EgressProxy::with_resolver(h.gateway.clone(), settings, Arc::new(resolver()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+    let addr = serve_proxy(proxy.clone()).await;
     Egress { h, addr, proxy }
 }
 
@@ -131,11 +109,6 @@ async fn spawn_echo() -> SocketAddr {
         }
     });
     addr
-}
-
-fn basic(user: &str, token: &str) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
-    format!("Basic {encoded}")
 }
 
 fn creds() -> String {

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use berth_api::Plugin;
+use base64::Engine;
+use berth_api::{EgressRule, Plugin};
+use berth_gateway::egress::{DenySet, EgressPolicy};
 use berth_gateway::{
-    AuditWriter, Auditor, Config, Endpoint, Gateway, Metrics, PluginEntry, Scope, StaticDirectory,
-    StoreSink, TokenStore,
+    AuditWriter, Auditor, Config, EgressProxy, EgressSettings, Endpoint, Gateway, Metrics,
+    PluginEntry, Scope, StaticDirectory, StoreSink, TokenStore,
 };
 use berth_store::Store;
 use bytes::Bytes;
@@ -466,3 +468,43 @@ pub const CALC_SPEC: &str = r#"capabilities:
     input: {type: object}
 resources: {timeout: 2s, maxConcurrency: 4}
 "#;
+
+/// An egress rule granting `host` on `ports`.
+pub fn host_rule(host: &str, ports: &[u16]) -> EgressRule {
+    EgressRule {
+        host: Some(host.into()),
+        cidr: None,
+        ports: ports.to_vec(),
+    }
+}
+
+/// An egress rule granting `cidr` on `ports`.
+pub fn cidr_rule(cidr: &str, ports: &[u16]) -> EgressRule {
+    EgressRule {
+        host: None,
+        cidr: Some(cidr.into()),
+        ports: ports.to_vec(),
+    }
+}
+
+/// Proxy settings refusing `deny` (private networks allowed), with a short connect timeout.
+pub fn proxy_settings(deny: DenySet) -> EgressSettings {
+    EgressSettings {
+        connect_timeout: Duration::from_secs(2),
+        ..EgressSettings::new(EgressPolicy::new(deny, false))
+    }
+}
+
+/// Serves `proxy` on an ephemeral loopback port.
+pub async fn serve_proxy(proxy: EgressProxy) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(listener, std::future::pending()));
+    addr
+}
+
+/// A `Proxy-Authorization` value: HTTP Basic with `user` and `token`.
+pub fn basic(user: &str, token: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
+    format!("Basic {encoded}")
+}

@@ -8,37 +8,20 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use base64::Engine;
 use berth_api::{EgressRule, PluginCall};
-use berth_gateway::egress::{DenySet, EgressPolicy, StaticResolver};
+use berth_gateway::egress::{DenySet, StaticResolver};
 use berth_gateway::wire::UsageReportWire;
-use berth_gateway::{EgressProxy, EgressSettings, PluginDirectory, PluginEntry};
+use berth_gateway::{EgressProxy, PluginDirectory, PluginEntry};
 use berth_store::audit::types;
 use berth_store::{AuditQuery, UsageRow};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::support::*;
 
 const FETCH_TOKEN: &str = "fetch-plugin-token";
 const WILD_TOKEN: &str = "wild-plugin-token";
-
-fn host_rule(host: &str, ports: &[u16]) -> EgressRule {
-    EgressRule {
-        host: Some(host.into()),
-        cidr: None,
-        ports: ports.to_vec(),
-    }
-}
-
-fn cidr_rule(cidr: &str, ports: &[u16]) -> EgressRule {
-    EgressRule {
-        host: None,
-        cidr: Some(cidr.into()),
-        ports: ports.to_vec(),
-    }
-}
 
 /// An http-fetch-like plugin granted `egress` and a call to `echo/say`, served at `addr`.
 fn fetch(egress: Vec<EgressRule>, addr: SocketAddr) -> PluginEntry {
@@ -104,25 +87,19 @@ async fn setup() -> Setup {
     let resolver = StaticResolver::new()
         .with("api.test", &lo)
         .with("cdn.test", &lo);
-    let settings = EgressSettings {
-        connect_timeout: Duration::from_secs(2),
-        ..EgressSettings::new(EgressPolicy::new(DenySet::empty(), false))
-    };
+    let settings = proxy_settings(DenySet::empty());
     let proxy = EgressProxy::with_resolver(h.gateway.clone(), settings, Arc::new(resolver));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(proxy.serve(listener, std::future::pending()));
+    let proxy = serve_proxy(proxy).await;
     Setup {
         h,
-        proxy: addr,
+        proxy,
         upstream,
         other: echo,
     }
 }
 
 fn credentials() -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("fetch:{FETCH_TOKEN}"));
-    format!("Basic {encoded}")
+    basic("fetch", FETCH_TOKEN)
 }
 
 /// `GET url` through the proxy; the status code.
