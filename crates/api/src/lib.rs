@@ -26,7 +26,7 @@ pub use permissions::{
     PluginCall, SecretRef,
 };
 pub use plugin::{
-    Capability, CapabilityExample, Condition, ConditionStatus, Dependency, HookMode,
+    Capability, CapabilityExample, Condition, ConditionStatus, Dependency, FailurePolicy, HookMode,
     HookSubscription, Performance, Phase, Plugin, PluginCredential, PluginSpec, PluginStatus,
     Resources, Revision, RevisionOutcome,
 };

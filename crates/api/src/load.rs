@@ -321,6 +321,57 @@ spec:
     }
 
     #[test]
+    fn hook_failure_policy_defaults_to_ignore_and_rejects_other_values() {
+        let with_hooks =
+            |hooks: &str| CALC.replace("  resources:", &format!("  hooks: {hooks}\n  resources:"));
+        let loaded = load_manifests(
+            "guard.yaml",
+            with_hooks("[{name: before_command, mode: filter}, {name: after_command, mode: filter, failurePolicy: Fail}]").as_bytes(),
+        );
+        assert_eq!(loaded.problems, vec![]);
+        let Manifest::Plugin(p) = &loaded.documents[0].manifest else {
+            panic!("not a plugin")
+        };
+        assert_eq!(p.spec.hooks[0].failure_policy, crate::FailurePolicy::Ignore);
+        assert_eq!(p.spec.hooks[1].failure_policy, crate::FailurePolicy::Fail);
+        let json = serde_json::to_value(&p.spec.hooks).unwrap();
+        assert_eq!(
+            json[0].get("failurePolicy"),
+            None,
+            "the default is not written out"
+        );
+        assert_eq!(json[1]["failurePolicy"], "Fail");
+
+        let loaded = load_manifests(
+            "guard.yaml",
+            with_hooks("[{name: before_command, mode: filter, failurePolicy: fail}]").as_bytes(),
+        );
+        assert_eq!(loaded.problems.len(), 1, "{:?}", loaded.problems);
+        let problem = &loaded.problems[0];
+        assert_eq!(problem.path, "spec.hooks[0].failurePolicy");
+        assert!(
+            problem.message.starts_with("unknown variant `fail`"),
+            "{problem}"
+        );
+        assert!(
+            problem.message.contains("`Ignore`") && problem.message.contains("`Fail`"),
+            "{problem}"
+        );
+
+        let loaded = load_manifests(
+            "guard.yaml",
+            with_hooks("[{name: file_changed, failurePolicy: Fail}]").as_bytes(),
+        );
+        assert_eq!(loaded.problems.len(), 1, "{:?}", loaded.problems);
+        assert_eq!(loaded.problems[0].path, "spec.hooks[0].failurePolicy");
+        assert!(
+            loaded.problems[0].to_string().contains("add mode: filter"),
+            "{}",
+            loaded.problems[0]
+        );
+    }
+
+    #[test]
     fn an_unknown_field_names_its_path() {
         let bad = CALC.replace("resources: {memory: 64Mi", "resources: {memmory: 64Mi");
         let loaded = load_manifests("calc.yaml", bad.as_bytes());

@@ -148,6 +148,11 @@ pub struct HookSubscription {
     #[serde(default = "default_priority")]
     #[schemars(range(min = -10000, max = 10000))]
     pub priority: i32,
+    /// What a `filter` that cannot answer (error, timeout, not ready) does to the event:
+    /// `Ignore` lets it through, `Fail` vetoes it. Only `filter` subscriptions may say `Fail`.
+    #[serde(default, skip_serializing_if = "FailurePolicy::is_ignore")]
+    #[schemars(extend("default" = "Ignore"))]
+    pub failure_policy: FailurePolicy,
 }
 
 fn default_priority() -> i32 {
@@ -172,6 +177,33 @@ impl HookMode {
             HookMode::Filter => "filter",
             HookMode::Observe => "observe",
         }
+    }
+}
+
+/// What the gateway does with the event when a filter subscriber gives no valid answer.
+///
+/// Named after the field of Kubernetes admission webhooks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum FailurePolicy {
+    /// Skip the subscriber and let the event through unchanged (fail open).
+    #[default]
+    Ignore,
+    /// Veto the event, naming the subscriber and its failure (fail closed).
+    Fail,
+}
+
+impl FailurePolicy {
+    /// The manifest spelling: `Ignore` or `Fail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Ignore => "Ignore",
+            FailurePolicy::Fail => "Fail",
+        }
+    }
+
+    /// True for the default, `Ignore`.
+    pub fn is_ignore(&self) -> bool {
+        *self == FailurePolicy::Ignore
     }
 }
 

@@ -652,6 +652,7 @@ mod tests {
             name: "before_command".into(),
             mode: HookMode::Filter,
             priority: 100,
+            failure_policy: Default::default(),
         }];
         let r = assess(&p, &hooks);
         assert_eq!(

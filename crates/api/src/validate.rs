@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::grant::PluginGrant;
 use crate::hooks;
 use crate::permissions::{EgressRule, Permissions};
-use crate::plugin::{Plugin, PluginSpec};
+use crate::plugin::{FailurePolicy, HookMode, Plugin, PluginSpec};
 use crate::problem::Problem;
 use crate::resources::resolve_resources;
 
@@ -185,6 +185,19 @@ fn validate_spec(own_name: &str, spec: &PluginSpec, problems: &mut Vec<Problem>)
                     format!("{} is outside -10000..10000", hook.priority),
                 )
                 .hint("the default is 100; lower runs first"),
+            );
+        }
+        if hook.failure_policy == FailurePolicy::Fail && hook.mode != HookMode::Filter {
+            problems.push(
+                Problem::error(
+                    format!("spec.hooks[{i}].failurePolicy"),
+                    format!(
+                        "failurePolicy Fail on hook {:?} needs mode filter: an observer cannot \
+                         stop the event, so its failures are always ignored",
+                        hook.name
+                    ),
+                )
+                .hint("add mode: filter to veto events when this plugin cannot answer, or remove failurePolicy"),
             );
         }
     }
@@ -716,6 +729,7 @@ pub(crate) mod tests {
             name: name.into(),
             mode: HookMode::Observe,
             priority: 100,
+            failure_policy: FailurePolicy::Ignore,
         };
         p.spec.hooks = vec![
             hook("file_changed"),
@@ -738,6 +752,41 @@ pub(crate) mod tests {
                 .as_deref()
                 .unwrap()
                 .contains("did you mean \"before_command\"")
+        );
+    }
+
+    #[test]
+    fn failure_policy_fail_is_only_for_filters() {
+        let mut p = plugin("guard");
+        let hook = |name: &str, mode: HookMode, failure_policy: FailurePolicy| HookSubscription {
+            name: name.into(),
+            mode,
+            priority: 100,
+            failure_policy,
+        };
+        p.spec.hooks = vec![
+            hook("before_command", HookMode::Filter, FailurePolicy::Fail),
+            hook("file_changed", HookMode::Observe, FailurePolicy::Fail),
+            hook("after_command", HookMode::Observe, FailurePolicy::Ignore),
+            hook("before_ai_query", HookMode::Filter, FailurePolicy::Ignore),
+        ];
+        let problems = validate_plugin(&p);
+        assert_eq!(paths(&problems), vec!["spec.hooks[1].failurePolicy"]);
+        assert!(
+            problems[0].message.contains("needs mode filter"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].message.contains("\"file_changed\""),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("mode: filter"),
+            "{problems:?}"
         );
     }
 

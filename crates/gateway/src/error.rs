@@ -2,7 +2,13 @@
 //!
 //! Every error answer has the shape of plugin protocol v1:
 //! `{"error": {"code": "...", "message": "...", "details": ...}}`; `code` is stable.
+//!
+//! An error that quotes what the caller sent (a name from the path, a value that broke the
+//! schema, a parser's message) quotes at most [`QUOTE_LIMIT`] bytes of it, so a large input
+//! never becomes a larger answer.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
@@ -39,13 +45,17 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(&'static str),
     /// The token's scopes do not allow this.
-    #[error("the token lacks the scope {needed}")]
+    #[error("the token lacks the scope {}", bounded(needed, QUOTE_LIMIT))]
     Forbidden {
         /// The scope that would allow it.
         needed: String,
     },
     /// A plugin called another plugin outside its grants.
-    #[error("plugin {caller} is not granted calls to {target}/{capability}")]
+    #[error(
+        "plugin {caller} is not granted calls to {}/{}",
+        bounded(target, QUOTE_LIMIT),
+        bounded(capability, QUOTE_LIMIT)
+    )]
     PermissionDenied {
         /// The calling plugin.
         caller: String,
@@ -55,10 +65,10 @@ pub enum Error {
         capability: String,
     },
     /// No plugin by that name.
-    #[error("no plugin named {0:?}")]
+    #[error("no plugin named {}", Quoted(.0))]
     PluginNotFound(String),
     /// The plugin has no such capability.
-    #[error("plugin {plugin} has no capability {capability:?}")]
+    #[error("plugin {plugin} has no capability {}", Quoted(capability))]
     CapabilityNotFound {
         /// The plugin.
         plugin: String,
@@ -89,10 +99,13 @@ pub enum Error {
         phase: String,
     },
     /// The body is not JSON.
-    #[error("the body is not valid JSON: {0}")]
+    #[error("the body is not valid JSON: {}", bounded(.0, MESSAGE_LIMIT))]
     InvalidJson(String),
     /// The input does not match the capability's schema.
-    #[error("the input does not match the schema of {capability}: {first}")]
+    #[error(
+        "the input does not match the schema of {capability}: {}",
+        bounded(first, MESSAGE_LIMIT)
+    )]
     SchemaViolation {
         /// The capability.
         capability: String,
@@ -102,7 +115,7 @@ pub enum Error {
         violations: Vec<Value>,
     },
     /// A bad request header or hook body.
-    #[error("{message}")]
+    #[error("{}", bounded(message, MESSAGE_LIMIT))]
     BadRequest {
         /// Stable code.
         code: &'static str,
@@ -280,7 +293,10 @@ impl Error {
             }
             Error::PermissionDenied {
                 target, capability, ..
-            } => Some(json!({"plugin": target, "capability": capability})),
+            } => Some(json!({
+                "plugin": bounded(target, QUOTE_LIMIT),
+                "capability": bounded(capability, QUOTE_LIMIT),
+            })),
             Error::PluginNotGranted { plugin, .. } => {
                 Some(json!({"plugin": plugin, "phase": "AwaitingApproval"}))
             }
@@ -328,5 +344,166 @@ impl IntoResponse for Error {
     }
 }
 
+/// Most bytes of one piece of caller input an error quotes back; the rest is only counted.
+pub(crate) const QUOTE_LIMIT: usize = 256;
+
+/// Most bytes of a message that may contain caller input (a schema violation, a parser's
+/// message): room for a quoted value and the rule it broke.
+pub(crate) const MESSAGE_LIMIT: usize = 1024;
+
+/// `text` itself when it has at most `limit` bytes; otherwise its longest prefix of at most
+/// `limit` bytes that ends on a character boundary, followed by `…(N bytes)`.
+pub(crate) fn bounded(text: &str, limit: usize) -> Cow<'_, str> {
+    if text.len() <= limit {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(format!("{}…({} bytes)", prefix(text, limit), text.len()))
+}
+
+/// The longest prefix of `text` of at most `limit` bytes that ends on a character boundary.
+fn prefix(text: &str, limit: usize) -> &str {
+    let mut end = limit.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A caller's string shown Debug-quoted (`"name"`), at most [`QUOTE_LIMIT`] bytes of it,
+/// with `…(N bytes)` after the closing quote when it was cut.
+pub(crate) struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let head = prefix(self.0, QUOTE_LIMIT);
+        write!(f, "{head:?}")?;
+        if head.len() < self.0.len() {
+            write!(f, "…({} bytes)", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// A JSON value the caller sent, as JSON text of at most about [`QUOTE_LIMIT`] bytes: a long
+/// string keeps its quotes and is followed by `…(N bytes)` (its length); any other long value
+/// is cut and followed by `…(N bytes)` (the length of its JSON text).
+pub(crate) fn quote_json(value: &Value) -> String {
+    if let Value::String(text) = value {
+        let head = prefix(text, QUOTE_LIMIT);
+        let quoted = serde_json::to_string(head).unwrap_or_default();
+        return if head.len() < text.len() {
+            format!("{quoted}…({} bytes)", text.len())
+        } else {
+            quoted
+        };
+    }
+    let mut out = HeadWriter::default();
+    // Writing to HeadWriter cannot fail, and a Value always serializes.
+    let _ = serde_json::to_writer(&mut out, value);
+    if out.total <= QUOTE_LIMIT {
+        return String::from_utf8_lossy(&out.head).into_owned();
+    }
+    // The kept head may end inside a multi-byte character: keep its valid prefix.
+    let head = match std::str::from_utf8(&out.head) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&out.head[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    format!("{}…({} bytes)", prefix(head, QUOTE_LIMIT), out.total)
+}
+
+/// Keeps the first [`QUOTE_LIMIT`] bytes written and counts the rest, so quoting a large
+/// value costs no more memory than quoting a small one.
+#[derive(Default)]
+struct HeadWriter {
+    head: Vec<u8>,
+    total: usize,
+}
+
+impl std::io::Write for HeadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = QUOTE_LIMIT.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..room.min(buf.len())]);
+        self.total += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One schema violation as an error detail, `{instancePath, schemaPath, message}`, where the
+/// message quotes the offending value through [`quote_json`] instead of whole, and the
+/// instance path (made of the caller's keys) is bounded too.
+pub(crate) fn schema_violation_detail(error: &jsonschema::ValidationError<'_>) -> Value {
+    let message = error.masked_with(quote_json(error.instance())).to_string();
+    json!({
+        "instancePath": bounded(&error.instance_path().to_string(), QUOTE_LIMIT),
+        "schemaPath": error.schema_path().to_string(),
+        "message": bounded(&message, MESSAGE_LIMIT),
+    })
+}
+
 /// Result with the gateway's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_input_is_quoted_whole() {
+        assert_eq!(bounded("calc", QUOTE_LIMIT), "calc");
+        assert_eq!(Quoted("calc").to_string(), "\"calc\"");
+        assert_eq!(quote_json(&json!("x")), "\"x\"");
+        assert_eq!(quote_json(&json!({"a": [1, 2]})), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn long_input_is_cut_on_a_char_boundary_and_its_size_is_given() {
+        let long = "é".repeat(1000);
+        let cut = bounded(&long, QUOTE_LIMIT);
+        assert!(cut.starts_with(&"é".repeat(QUOTE_LIMIT / 2)));
+        assert!(cut.ends_with("…(2000 bytes)"), "{cut}");
+        assert_eq!(
+            Quoted(&"a".repeat(300)).to_string(),
+            format!("\"{}\"…(300 bytes)", "a".repeat(QUOTE_LIMIT))
+        );
+        // A three-byte character straddling the limit is left out, not split.
+        let odd = format!("{}{}", "a".repeat(QUOTE_LIMIT - 1), "€".repeat(10));
+        assert_eq!(prefix(&odd, QUOTE_LIMIT), "a".repeat(QUOTE_LIMIT - 1));
+        let quoted = quote_json(&json!({"list": vec!["€"; 500]}));
+        assert!(quoted.len() < QUOTE_LIMIT + 32, "{quoted}");
+        assert!(quoted.starts_with("{\"list\":[\"€\""), "{quoted}");
+        assert!(quoted.ends_with(" bytes)"), "{quoted}");
+    }
+
+    #[test]
+    fn names_from_the_path_are_bounded_in_messages_and_details() {
+        let name = "p".repeat(100_000);
+        for error in [
+            Error::PluginNotFound(name.clone()),
+            Error::CapabilityNotFound {
+                plugin: "calc".into(),
+                capability: name.clone(),
+            },
+            Error::Forbidden {
+                needed: format!("invoke:{name}"),
+            },
+            Error::PermissionDenied {
+                caller: "a".into(),
+                target: name.clone(),
+                capability: name.clone(),
+            },
+            Error::InvalidJson(name.clone()),
+            Error::BadRequest {
+                code: "unknown_hook",
+                message: name.clone(),
+            },
+        ] {
+            let body = error.body().to_string();
+            assert!(body.len() < 2048, "{}: {} bytes", error.code(), body.len());
+            assert!(body.contains(" bytes)"), "{body}");
+        }
+    }
+}

@@ -179,13 +179,7 @@ impl PluginRuntime {
         let violations: Vec<Value> = validator
             .iter_errors(input)
             .take(20)
-            .map(|e| {
-                json!({
-                    "instancePath": e.instance_path().to_string(),
-                    "schemaPath": e.schema_path().to_string(),
-                    "message": e.to_string(),
-                })
-            })
+            .map(|e| crate::error::schema_violation_detail(&e))
             .collect();
         let first = violations
             .first()

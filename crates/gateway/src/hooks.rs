@@ -2,7 +2,8 @@
 //!
 //! A filter sees the event as the previous filter left it and may continue, modify or veto;
 //! a veto stops the chain and observers are not told. Each delivery has its own deadline;
-//! a subscriber that fails, answers nonsense or is too slow is recorded and skipped.
+//! a subscriber that fails, answers nonsense or is too slow is recorded and skipped, unless
+//! it is a filter with `failurePolicy: Fail`: then its failure vetoes the event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use berth_api::HookMode;
+use berth_api::{FailurePolicy, HookMode, Phase};
 use berth_store::AuditEvent;
 use berth_store::audit::types;
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::breaker::AdmissionGuard;
+use crate::error::Quoted;
 use crate::gateway::Gateway;
 use crate::invoke::{deadline_budget, read_body};
 use crate::upstream::{self, Call, CallError};
@@ -47,6 +49,8 @@ pub enum DeliveryOutcome {
     CircuitOpen,
     /// Not called: not ready, at its concurrency limit, or the event was vetoed earlier.
     Skipped,
+    /// A filter with `failurePolicy: Fail` gave no valid answer, so the event was vetoed.
+    FailedClosed,
 }
 
 impl DeliveryOutcome {
@@ -61,6 +65,7 @@ impl DeliveryOutcome {
             DeliveryOutcome::Timeout => "timeout",
             DeliveryOutcome::CircuitOpen => "circuit_open",
             DeliveryOutcome::Skipped => "skipped",
+            DeliveryOutcome::FailedClosed => "failed_closed",
         }
     }
 }
@@ -82,6 +87,41 @@ pub struct Delivery {
     /// The veto reason, or why it failed or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why the subscriber gave no answer, when that is why it did not take part.
+    #[serde(skip)]
+    failure: Option<Failure>,
+}
+
+/// Why a subscriber gave no answer; under `failurePolicy: Fail` a filter's failure vetoes
+/// the event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// A 5xx or other non-2xx status, an answer that is not protocol v1, or too large.
+    Error,
+    /// No connection could be made, or it broke.
+    Unreachable,
+    /// No answer within the delivery's deadline.
+    Timeout,
+    /// The plugin's breaker is open.
+    CircuitOpen,
+    /// No ready instance (starting, crashed, failed).
+    NotReady,
+    /// The plugin has `maxConcurrency` calls in flight.
+    ConcurrencyLimit,
+}
+
+impl Failure {
+    /// The label under `veto.failure` and in audit details.
+    fn as_str(self) -> &'static str {
+        match self {
+            Failure::Error => "error",
+            Failure::Unreachable => "unreachable",
+            Failure::Timeout => "timeout",
+            Failure::CircuitOpen => "circuit_open",
+            Failure::NotReady => "not_ready",
+            Failure::ConcurrencyLimit => "concurrency_limit",
+        }
+    }
 }
 
 /// The answer to a hook publication.
@@ -123,6 +163,7 @@ struct Subscriber {
     entry: Arc<PluginEntry>,
     mode: HookMode,
     priority: i32,
+    failure_policy: FailurePolicy,
 }
 
 async fn run(
@@ -151,7 +192,10 @@ async fn run(
             .unwrap_or_default();
         return Err(Error::BadRequest {
             code: "unknown_hook",
-            message: format!("{hook:?} is neither a standard hook nor custom.<name>{hint}"),
+            message: format!(
+                "{} is neither a standard hook nor custom.<name>{hint}",
+                Quoted(hook)
+            ),
         });
     }
     let started = Instant::now();
@@ -179,6 +223,7 @@ async fn run(
                     entry: entry.clone(),
                     mode: h.mode,
                     priority: h.priority,
+                    failure_policy: h.failure_policy,
                 })
                 .collect::<Vec<_>>()
         })
@@ -206,13 +251,29 @@ async fn run(
         }
         let payload =
             Bytes::from(serde_json::to_vec(&json!({ "event": &event })).unwrap_or_default());
-        let (delivery, answer) = ctx.deliver(filter, payload).await;
+        let (mut delivery, answer) = ctx.deliver(filter, payload).await;
         match answer {
             Some(FilterAnswer::Modify(modified)) => event = modified,
             Some(FilterAnswer::Veto(reason)) => {
                 veto = Some(json!({"plugin": filter.entry.name(), "reason": reason}));
             }
             Some(FilterAnswer::Continue) | None => {}
+        }
+        if let Some(failure) = delivery.failure
+            && filter.failure_policy == FailurePolicy::Fail
+        {
+            let why = delivery.reason.as_deref().unwrap_or(failure.as_str());
+            veto = Some(json!({
+                "plugin": filter.entry.name(),
+                "reason": format!(
+                    "filter {} of hook {hook} gave no answer ({}: {why}) and its \
+                     failurePolicy is Fail",
+                    filter.entry.name(),
+                    failure.as_str()
+                ),
+                "failure": failure.as_str(),
+            }));
+            delivery.outcome = DeliveryOutcome::FailedClosed;
         }
         deliveries.push(delivery);
     }
@@ -235,18 +296,26 @@ async fn run(
             .inc();
         let audited = matches!(
             d.outcome,
-            DeliveryOutcome::Failed | DeliveryOutcome::Timeout | DeliveryOutcome::Vetoed
+            DeliveryOutcome::Failed
+                | DeliveryOutcome::Timeout
+                | DeliveryOutcome::Vetoed
+                | DeliveryOutcome::FailedClosed
         );
         if audited {
+            let mut details = json!({
+                "hook": hook,
+                "mode": d.mode,
+                "requestId": request_id.to_str().unwrap_or_default(),
+                "reason": d.reason,
+            });
+            if d.outcome == DeliveryOutcome::FailedClosed {
+                details["failure"] = json!(d.failure.map(Failure::as_str));
+                details["failurePolicy"] = json!(FailurePolicy::Fail.as_str());
+            }
             gateway.inner.auditor.record(
                 AuditEvent::new(principal.name.clone(), types::HOOK, d.outcome.as_str())
                     .plugin(d.plugin.clone())
-                    .details(json!({
-                        "hook": hook,
-                        "mode": d.mode,
-                        "requestId": request_id.to_str().unwrap_or_default(),
-                        "reason": d.reason,
-                    })),
+                    .details(details),
             );
         }
     }
@@ -263,7 +332,7 @@ async fn run(
     })
 }
 
-enum FilterAnswer {
+pub(crate) enum FilterAnswer {
     Continue,
     Modify(Value),
     Veto(String),
@@ -285,6 +354,15 @@ fn skipped(s: &Subscriber, reason: &str) -> Delivery {
         outcome: DeliveryOutcome::Skipped,
         duration_ms: 0.0,
         reason: Some(reason.to_owned()),
+        failure: None,
+    }
+}
+
+/// Skipped because it could not be called; a failure for `failurePolicy: Fail`.
+fn unavailable(s: &Subscriber, failure: Failure, reason: &str) -> Delivery {
+    Delivery {
+        failure: Some(failure),
+        ..skipped(s, reason)
     }
 }
 
@@ -299,21 +377,37 @@ impl Context<'_> {
             outcome,
             duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             reason,
+            failure: None,
         };
+        let failed = |outcome: DeliveryOutcome, failure: Failure, reason: String| Delivery {
+            failure: Some(failure),
+            ..done(outcome, Some(reason))
+        };
+        // Switched off or never granted: the subscription is not in force, so it can veto
+        // nothing, whatever its failurePolicy.
+        if entry.is_disabled() {
+            return (skipped(s, "disabled"), None);
+        }
+        if entry.phase == Phase::AwaitingApproval {
+            return (skipped(s, "awaiting its permission grant"), None);
+        }
         if !entry.is_ready() {
-            return (skipped(s, "not ready"), None);
+            let reason = format!("not ready (phase {})", entry.phase);
+            return (unavailable(s, Failure::NotReady, &reason), None);
         }
         let runtime = self.gateway.runtime(entry);
         let Ok(_permit) = runtime.limiter.clone().try_acquire_owned() else {
-            return (skipped(s, "at its concurrency limit"), None);
+            let reason = "at its concurrency limit";
+            return (unavailable(s, Failure::ConcurrencyLimit, reason), None);
         };
         let admission = match AdmissionGuard::admit(&runtime.breaker, std::time::Instant::now()) {
             Ok(a) => a,
             Err(_) => {
                 return (
-                    done(
+                    failed(
                         DeliveryOutcome::CircuitOpen,
-                        Some("the plugin's circuit breaker is open".into()),
+                        Failure::CircuitOpen,
+                        "the plugin's circuit breaker is open".into(),
                     ),
                     None,
                 );
@@ -333,21 +427,30 @@ impl Context<'_> {
         let result = upstream::post(&self.gateway.inner.client, call).await;
         let (delivery, answer) = match result {
             Err(CallError::Timeout) => (
-                done(
+                failed(
                     DeliveryOutcome::Timeout,
-                    Some(format!("no answer within {}ms", budget.as_millis())),
+                    Failure::Timeout,
+                    format!("no answer within {}ms", budget.as_millis()),
                 ),
                 None,
             ),
-            Err(CallError::Transport(e)) => (done(DeliveryOutcome::Failed, Some(e)), None),
+            Err(CallError::Transport(e)) => (
+                failed(DeliveryOutcome::Failed, Failure::Unreachable, e),
+                None,
+            ),
             Err(CallError::TooLarge) => (
-                done(DeliveryOutcome::Failed, Some("answer too large".into())),
+                failed(
+                    DeliveryOutcome::Failed,
+                    Failure::Error,
+                    "answer too large".into(),
+                ),
                 None,
             ),
             Ok(answer) if !answer.status.is_success() => (
-                done(
+                failed(
                     DeliveryOutcome::Failed,
-                    Some(format!("it answered {}", answer.status)),
+                    Failure::Error,
+                    format!("it answered {}", answer.status),
                 ),
                 None,
             ),
@@ -365,7 +468,7 @@ impl Context<'_> {
                     done(DeliveryOutcome::Vetoed, Some(reason.clone())),
                     Some(FilterAnswer::Veto(reason)),
                 ),
-                Err(why) => (done(DeliveryOutcome::Failed, Some(why)), None),
+                Err(why) => (failed(DeliveryOutcome::Failed, Failure::Error, why), None),
             },
         };
         let healthy = !matches!(
@@ -391,7 +494,7 @@ impl Context<'_> {
     }
 }
 
-fn parse_filter_answer(
+pub(crate) fn parse_filter_answer(
     status: StatusCode,
     body: &[u8],
 ) -> std::result::Result<FilterAnswer, String> {

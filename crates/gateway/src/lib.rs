@@ -33,6 +33,8 @@ pub mod config;
 pub mod directory;
 pub mod egress;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 pub mod hooks;
 mod invoke;

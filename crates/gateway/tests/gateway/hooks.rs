@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::post;
+use berth_api::Phase;
 use berth_store::AuditQuery;
 use berth_store::audit::types;
 use http::{HeaderMap, StatusCode};
@@ -319,4 +320,196 @@ async fn unknown_hook_name_and_missing_event_are_400() {
         )
         .await;
     r.expect(StatusCode::BAD_REQUEST, "invalid_hook_event");
+}
+
+/// A subscriber that answers 500 to everything.
+fn failing(rec: Recorder) -> Router {
+    Router::new().route(
+        "/v1/hooks/{hook}",
+        post(move |headers: HeaderMap| {
+            let rec = rec.clone();
+            async move {
+                rec.record(&headers);
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }),
+    )
+}
+
+/// An address nothing listens on.
+async fn closed_port() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn guarded(name: &str, policy: &str, priority: i32) -> berth_api::Plugin {
+    plugin(
+        name,
+        &format!(
+            "hooks: [{{name: before_command, mode: filter, priority: {priority}, failurePolicy: {policy}}}]"
+        ),
+    )
+}
+
+async fn hook_audit(h: &Harness) -> Vec<berth_store::AuditEvent> {
+    h.flush_audit().await;
+    h.store
+        .query_audit(&AuditQuery {
+            type_: Some(types::HOOK.into()),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn failing_filter_with_failure_policy_ignore_lets_the_event_through() {
+    let server_error = spawn_plugin(failing(Recorder::default())).await;
+    let unreachable = closed_port().await;
+    let good = spawn_plugin(tagging_filter("good", Recorder::default())).await;
+    let h = Harness::start(vec![
+        entry(guarded("explicit", "Ignore", 1), &[server_error]),
+        entry(subscriber("implicit", "filter", 2), &[unreachable]),
+        entry(subscriber("good", "filter", 3), &[good]),
+    ])
+    .await;
+    let r = h.publish(HOOKS, "before_command", &json!({"n": 1})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["vetoed"], false, "{}", r.text);
+    assert_eq!(r.json["event"], json!({"n": 1, "trail": ["good"]}));
+    assert_eq!(
+        outcomes(&r),
+        pairs(&[
+            ("explicit", "failed"),
+            ("implicit", "failed"),
+            ("good", "modified")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn failing_filter_with_failure_policy_fail_vetoes_the_event_for_500_timeout_and_unreachable()
+{
+    for (failure, reason_part) in [
+        ("error", "it answered 500"),
+        ("timeout", "no answer within"),
+        ("unreachable", ""),
+    ] {
+        let addr = match failure {
+            "error" => spawn_plugin(failing(Recorder::default())).await,
+            "timeout" => spawn_plugin(hanging(Recorder::default())).await,
+            _ => closed_port().await,
+        };
+        let later = Recorder::default();
+        let watcher = Recorder::default();
+        let later_addr = spawn_plugin(tagging_filter("later", later.clone())).await;
+        let obs = spawn_plugin(observer(watcher.clone(), Default::default())).await;
+        let h = Harness::start(vec![
+            entry(guarded("gate", "Fail", 1), &[addr]),
+            entry(subscriber("later", "filter", 2), &[later_addr]),
+            entry(subscriber("watcher", "observe", 100), &[obs]),
+        ])
+        .await;
+        let r = h
+            .publish(HOOKS, "before_command", &json!({"command": "ls"}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{failure}: {}", r.text);
+        assert_eq!(r.json["vetoed"], true, "{failure}: {}", r.text);
+        assert_eq!(r.json["veto"]["plugin"], "gate");
+        assert_eq!(r.json["veto"]["failure"], failure, "{}", r.text);
+        let reason = r.json["veto"]["reason"].as_str().unwrap();
+        for part in [
+            "gate",
+            "before_command",
+            failure,
+            "failurePolicy is Fail",
+            reason_part,
+        ] {
+            assert!(
+                reason.contains(part),
+                "{failure}: {part:?} not in {reason:?}"
+            );
+        }
+        assert_eq!(
+            outcomes(&r),
+            pairs(&[
+                ("gate", "failed_closed"),
+                ("later", "skipped"),
+                ("watcher", "skipped")
+            ]),
+            "{failure}"
+        );
+        assert_eq!((later.hits(), watcher.hits()), (0, 0), "{failure}");
+        assert_eq!(
+            h.counter(
+                "berth_hook_deliveries_total",
+                &[
+                    ("hook", "before_command"),
+                    ("plugin", "gate"),
+                    ("outcome", "failed_closed")
+                ]
+            ),
+            1.0,
+            "{failure}"
+        );
+        let audit = hook_audit(&h).await;
+        assert_eq!(audit.len(), 1, "{failure}: {audit:?}");
+        assert_eq!(audit[0].plugin.as_deref(), Some("gate"));
+        assert_eq!(audit[0].outcome, "failed_closed");
+        assert_eq!(audit[0].details["hook"], "before_command");
+        assert_eq!(audit[0].details["failure"], failure);
+        assert_eq!(audit[0].details["failurePolicy"], "Fail");
+    }
+}
+
+#[tokio::test]
+async fn a_fail_closed_filter_that_answers_lets_the_event_through() {
+    let gate = spawn_plugin(tagging_filter("gate", Recorder::default())).await;
+    let h = Harness::start(vec![entry(guarded("gate", "Fail", 1), &[gate])]).await;
+    let r = h.publish(HOOKS, "before_command", &json!({})).await;
+    assert_eq!(r.json["vetoed"], false, "{}", r.text);
+    assert_eq!(r.json["event"]["trail"], json!(["gate"]));
+}
+
+#[tokio::test]
+async fn a_fail_closed_filter_that_is_not_ready_vetoes_but_a_disabled_or_ungranted_one_does_not() {
+    let addr = spawn_plugin(tagging_filter("gate", Recorder::default())).await;
+    let h = Harness::start(vec![
+        entry(guarded("deploying", "Fail", 1), &[addr]).with_phase(Phase::Deploying),
+        entry(guarded("no-endpoint", "Fail", 2), &[]),
+    ])
+    .await;
+    let r = h.publish(HOOKS, "before_command", &json!({})).await;
+    assert_eq!(r.json["vetoed"], true, "{}", r.text);
+    assert_eq!(r.json["veto"]["plugin"], "deploying");
+    assert_eq!(r.json["veto"]["failure"], "not_ready");
+    assert!(
+        r.json["veto"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("phase Deploying"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        outcomes(&r),
+        pairs(&[("deploying", "failed_closed"), ("no-endpoint", "skipped")])
+    );
+
+    let h = Harness::start(vec![
+        entry(guarded("disabled", "Fail", 1), &[addr]).with_phase(Phase::Disabled),
+        entry(guarded("ungranted", "Fail", 2), &[addr]).with_phase(Phase::AwaitingApproval),
+        entry(guarded("gate", "Fail", 3), &[addr]),
+    ])
+    .await;
+    let r = h.publish(HOOKS, "before_command", &json!({})).await;
+    assert_eq!(r.json["vetoed"], false, "{}", r.text);
+    assert_eq!(r.json["event"]["trail"], json!(["gate"]));
+    assert_eq!(
+        outcomes(&r),
+        pairs(&[
+            ("disabled", "skipped"),
+            ("ungranted", "skipped"),
+            ("gate", "modified")
+        ])
+    );
 }

@@ -286,6 +286,65 @@ async fn input_violating_the_schema_is_400_with_the_path_and_never_reaches_the_p
 }
 
 #[tokio::test]
+async fn a_huge_value_that_violates_the_schema_is_quoted_by_a_short_prefix() {
+    let rec = Recorder::default();
+    let addr = spawn_plugin(echo_plugin(rec.clone())).await;
+    let config = berth_gateway::Config {
+        max_body: 1024 * 1024,
+        ..test_config()
+    };
+    let h = Harness::with_config(vec![entry(plugin("calc", CALC_SPEC), &[addr])], config).await;
+    let huge = "9".repeat(400 * 1024);
+    let r = h
+        .invoke(
+            INVOKE_ALL,
+            "calc",
+            "evaluate",
+            &json!({ "expression": huge }).to_string(),
+        )
+        .await;
+    r.expect(StatusCode::BAD_REQUEST, "schema_violation");
+    assert!(r.text.len() < 4096, "{} bytes", r.text.len());
+    let detail = &r.json["error"]["details"][0];
+    assert_eq!(detail["instancePath"], "/expression");
+    assert_eq!(detail["schemaPath"], "/properties/expression/maxLength");
+    let message = detail["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(&format!(
+            "…({} bytes) is longer than 32 characters",
+            400 * 1024
+        )),
+        "{message}"
+    );
+    assert!(message.starts_with("\"9999"), "{message}");
+    let summary = r.json["error"]["message"].as_str().unwrap();
+    assert!(summary.contains("at /expression:"), "{summary}");
+    assert!(
+        summary.contains("is longer than 32 characters"),
+        "{summary}"
+    );
+    assert_eq!(rec.hits(), 0);
+}
+
+#[tokio::test]
+async fn huge_plugin_and_capability_names_are_quoted_by_a_short_prefix() {
+    let (h, _) = calc().await;
+    let name = "n".repeat(50_000);
+    for (plugin, capability, code) in [
+        (name.as_str(), "evaluate", "plugin_not_found"),
+        ("calc", name.as_str(), "capability_not_found"),
+    ] {
+        let r = h.invoke(INVOKE_ALL, plugin, capability, "{}").await;
+        r.expect(StatusCode::NOT_FOUND, code);
+        assert!(r.text.len() < 1024, "{code}: {} bytes", r.text.len());
+        assert!(r.text.contains("…(50000 bytes)"), "{}", r.text);
+    }
+    let r = h.invoke(INVOKE_CALC, &name, "evaluate", "{}").await;
+    r.expect(StatusCode::FORBIDDEN, "forbidden");
+    assert!(r.text.len() < 1024, "{} bytes", r.text.len());
+}
+
+#[tokio::test]
 async fn malformed_json_is_400() {
     let (h, rec) = calc().await;
     h.invoke(INVOKE_ALL, "calc", "evaluate", "{not json")
