@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use berth_store::audit::types;
@@ -89,10 +90,39 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
-/// Hands audit events to the sinks in the background.
+/// Default capacity of each audit queue lane (`--audit-queue`, `--audit-security-queue`).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 8192;
+
+/// Events the writer takes from the queue per batch.
+const BATCH: usize = 512;
+
+/// At most one "audit queue full" log line per this many milliseconds.
+const DROP_LOG_EVERY_MS: u64 = 10_000;
+
+/// True for the events that must not be dropped while the queue is merely busy: security
+/// events, permission decisions, denials and vetoes. They travel in a reserved lane.
+pub fn is_security_event(event: &AuditEvent) -> bool {
+    event.type_ == types::SECURITY
+        || event.type_ == types::PERMISSION
+        || matches!(event.outcome.as_str(), "denied" | "vetoed")
+}
+
+/// Hands audit events to the sinks in the background, through two bounded lanes: one for
+/// security events (see [`is_security_event`]) that the writer always empties first, one
+/// for everything else. A full lane drops the event and counts it in
+/// `berth_audit_dropped_total{type}` (decision 0012).
 #[derive(Clone)]
 pub struct Auditor {
-    tx: mpsc::UnboundedSender<Message>,
+    lanes: Option<Arc<Lanes>>,
+}
+
+struct Lanes {
+    security: mpsc::Sender<Message>,
+    other: mpsc::Sender<Message>,
+    metrics: Metrics,
+    /// Milliseconds since `started` of the last "queue full" log line, plus one (0: never).
+    last_drop_log: AtomicU64,
+    started: std::time::Instant,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -115,49 +145,164 @@ impl AuditWriter {
 }
 
 impl Auditor {
-    /// Starts the writer task. Needs a Tokio runtime.
+    /// Starts the writer task with [`DEFAULT_QUEUE_CAPACITY`] per lane. Needs a Tokio runtime.
     pub fn start(sinks: Vec<Arc<dyn AuditSink>>, metrics: Metrics) -> (Self, AuditWriter) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_loop(rx, sinks.into(), metrics));
-        (Self { tx }, AuditWriter { task })
+        Self::start_bounded(
+            sinks,
+            metrics,
+            DEFAULT_QUEUE_CAPACITY,
+            DEFAULT_QUEUE_CAPACITY,
+        )
+    }
+
+    /// Starts the writer task with lanes of `capacity` ordinary and `security_capacity`
+    /// security events (each at least 1). Needs a Tokio runtime.
+    pub fn start_bounded(
+        sinks: Vec<Arc<dyn AuditSink>>,
+        metrics: Metrics,
+        capacity: usize,
+        security_capacity: usize,
+    ) -> (Self, AuditWriter) {
+        let (security, security_rx) = mpsc::channel(security_capacity.max(1));
+        let (other, other_rx) = mpsc::channel(capacity.max(1));
+        let task = tokio::spawn(write_loop(
+            security_rx,
+            other_rx,
+            sinks.into(),
+            metrics.clone(),
+        ));
+        let lanes = Lanes {
+            security,
+            other,
+            metrics,
+            last_drop_log: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        };
+        (
+            Self {
+                lanes: Some(Arc::new(lanes)),
+            },
+            AuditWriter { task },
+        )
     }
 
     /// An auditor that drops everything (benchmarks of the raw path).
     pub fn disabled() -> Self {
-        let (tx, _) = mpsc::unbounded_channel();
-        Self { tx }
+        Self { lanes: None }
     }
 
-    /// Queues an event; never blocks.
+    /// Queues an event; never blocks. When its lane is full the event is dropped, counted
+    /// in `berth_audit_dropped_total{type}` and logged (at most once per 10 s).
     pub fn record(&self, event: AuditEvent) {
-        let _ = self.tx.send(Message::Event(Box::new(event)));
+        let Some(lanes) = &self.lanes else {
+            return;
+        };
+        let lane = if is_security_event(&event) {
+            &lanes.security
+        } else {
+            &lanes.other
+        };
+        match lane.try_send(Message::Event(Box::new(event))) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(Message::Event(event))) => lanes.dropped(&event),
+            Err(mpsc::error::TrySendError::Full(Message::Flush(_))) => {}
+        }
+    }
+
+    /// Events queued and not yet taken by the writer, over both lanes.
+    pub fn queued(&self) -> usize {
+        self.lanes.as_ref().map_or(0, |l| {
+            (l.security.max_capacity() - l.security.capacity())
+                + (l.other.max_capacity() - l.other.capacity())
+        })
+    }
+
+    /// The most events [`Auditor::queued`] can reach: both lanes' capacities.
+    pub fn queue_capacity(&self) -> usize {
+        self.lanes
+            .as_ref()
+            .map_or(0, |l| l.security.max_capacity() + l.other.max_capacity())
     }
 
     /// Waits until every event queued before this call has been handed to the sinks.
     pub async fn flush(&self) {
+        let Some(lanes) = &self.lanes else {
+            return;
+        };
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Message::Flush(tx)).is_ok() {
+        // Flushes wait for room rather than being dropped: only shutdown and tests flush.
+        if lanes.other.send(Message::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
 }
 
+impl Lanes {
+    fn dropped(&self, event: &AuditEvent) {
+        self.metrics
+            .audit_dropped
+            .with_label_values(&[&event.type_])
+            .inc();
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_drop_log.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= DROP_LOG_EVERY_MS)
+            && self
+                .last_drop_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            if is_security_event(event) {
+                tracing::error!(
+                    type_ = %event.type_,
+                    outcome = %event.outcome,
+                    "audit security lane full (the sinks are stalled); dropping security events, see berth_audit_dropped_total"
+                );
+            } else {
+                tracing::warn!(
+                    type_ = %event.type_,
+                    "audit queue full (the sinks are slow); dropping events, see berth_audit_dropped_total"
+                );
+            }
+        }
+    }
+}
+
+/// Takes the next message, security lane first; None once both lanes are closed.
+async fn next_message(
+    security: &mut mpsc::Receiver<Message>,
+    other: &mut mpsc::Receiver<Message>,
+) -> Option<Message> {
+    tokio::select! {
+        biased;
+        Some(m) = security.recv() => Some(m),
+        Some(m) = other.recv() => Some(m),
+        else => None,
+    }
+}
+
 async fn write_loop(
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut security: mpsc::Receiver<Message>,
+    mut other: mpsc::Receiver<Message>,
     sinks: Arc<[Arc<dyn AuditSink>]>,
     metrics: Metrics,
 ) {
     let mut batch = Vec::new();
     let mut waiters = Vec::new();
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = next_message(&mut security, &mut other).await {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Event(e) => batch.push(*e),
-                Message::Flush(w) => waiters.push(w),
+                Message::Flush(w) => {
+                    // Security events queued before the flush ride in this batch too.
+                    while let Ok(Message::Event(e)) = security.try_recv() {
+                        batch.push(*e);
+                    }
+                    waiters.push(w);
+                }
             }
-            if batch.len() < 512 {
-                next = rx.try_recv().ok();
+            if batch.len() < BATCH {
+                next = security.try_recv().or_else(|_| other.try_recv()).ok();
             }
         }
         if !batch.is_empty() {

@@ -82,6 +82,26 @@ pub struct Config {
     #[arg(long, env = "BERTH_AUDIT_SUMMARY_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub audit_summary_interval: Duration,
 
+    /// Audit events queued for the sinks, besides security events, before new ones are
+    /// dropped (counted in `berth_audit_dropped_total`).
+    #[arg(long, env = "BERTH_AUDIT_QUEUE", default_value_t = crate::audit::DEFAULT_QUEUE_CAPACITY, value_parser = parse_capacity)]
+    pub audit_queue: usize,
+
+    /// Security events (denials, vetoes, permission decisions) queued for the sinks in
+    /// their reserved lane, which the writer empties first.
+    #[arg(long, env = "BERTH_AUDIT_SECURITY_QUEUE", default_value_t = crate::audit::DEFAULT_QUEUE_CAPACITY, value_parser = parse_capacity)]
+    pub audit_security_queue: usize,
+
+    /// A client must send a request's line and headers within this long, or its
+    /// connection is closed (also bounds how long an idle keep-alive connection is kept).
+    #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Client connections served at once on `--listen`; further ones wait in the listen
+    /// backlog until one closes.
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 1024, value_parser = parse_capacity)]
+    pub max_connections: usize,
+
     /// Largest request body accepted (413 beyond), e.g. 1Mi.
     #[arg(long, env = "BERTH_MAX_BODY", default_value = "1Mi", value_parser = parse_bytes)]
     pub max_body: usize,
@@ -213,6 +233,10 @@ impl Default for Config {
             store: PathBuf::from(".berth/berth.db"),
             audit_sinks: vec![AuditSinkKind::Sqlite],
             audit_summary_interval: Duration::from_secs(60),
+            audit_queue: crate::audit::DEFAULT_QUEUE_CAPACITY,
+            audit_security_queue: crate::audit::DEFAULT_QUEUE_CAPACITY,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
             max_body: 1024 * 1024,
             max_response_body: 8 * 1024 * 1024,
             hook_timeout: Duration::from_secs(5),
@@ -231,6 +255,15 @@ impl Default for Config {
 /// Parses `5s`, `250ms`, `1m30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     berth_api::quantity::parse_duration(s).map_err(|e| format!("{} ({})", e.message, e.hint))
+}
+
+/// Parses a count that must be at least 1.
+pub fn parse_capacity(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
 }
 
 /// Parses `1Mi`, `512Ki`, `1048576`.
@@ -298,8 +331,18 @@ mod tests {
             "1m30s",
             "--audit-sink",
             "sqlite,stdout",
+            "--audit-queue",
+            "100",
+            "--header-read-timeout",
+            "2s",
+            "--max-connections",
+            "64",
         ])
         .unwrap();
+        assert_eq!(c.audit_queue, 100);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_connections, 64);
+        assert!(parse(&["g", "--max-connections", "0"]).is_err());
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.endpoints.len(), 2);
         assert_eq!(c.max_body, 64 * 1024);

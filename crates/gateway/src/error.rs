@@ -172,6 +172,14 @@ pub enum Error {
         /// Its error object, when it sent one.
         error: Option<Value>,
     },
+    /// The plugin's answer grew past `--max-response-body`; reading stopped there.
+    #[error("plugin {plugin} answered more than {limit} bytes (--max-response-body)")]
+    PluginResponseTooLarge {
+        /// The plugin.
+        plugin: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The egress proxy refused a destination (docs/egress.md).
     #[error("{message}")]
     EgressDenied {
@@ -242,7 +250,9 @@ impl Error {
             | Error::CircuitOpen { .. }
             | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::Unreachable { .. } | Error::PluginFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::Unreachable { .. }
+            | Error::PluginFailed { .. }
+            | Error::PluginResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -268,6 +278,7 @@ impl Error {
             Error::DeadlineExceeded { .. } => "deadline_exceeded",
             Error::Unreachable { .. } => "plugin_unreachable",
             Error::PluginFailed { .. } => "plugin_error",
+            Error::PluginResponseTooLarge { .. } => "plugin_response_too_large",
             Error::EgressDenied { .. } => "egress_denied",
             Error::ProxyAuthenticationRequired(_) => "proxy_authentication_required",
             Error::TooManyTunnels { .. } => "egress_tunnel_limit",
@@ -301,6 +312,7 @@ impl Error {
                 Some(json!({"plugin": plugin, "phase": "AwaitingApproval"}))
             }
             Error::EgressDenied { details, .. } => Some(details.clone()),
+            Error::PluginResponseTooLarge { limit, .. } => Some(json!({ "limit": limit })),
             _ => None,
         }
     }

@@ -33,6 +33,8 @@ pub(crate) struct Limits {
     pub breaker_open_for: Duration,
     pub retries: u32,
     pub retry_backoff: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
 }
 
 /// The gateway: cheap to clone, shared by every request.
@@ -254,6 +256,8 @@ impl Gateway {
             breaker_open_for: config.breaker_open_for,
             retries: config.retries,
             retry_backoff: config.retry_backoff,
+            header_read_timeout: config.header_read_timeout,
+            max_connections: config.max_connections,
         };
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -307,6 +311,12 @@ impl Gateway {
     /// The egress proxy's flags; [`crate::serve`] starts the proxy when `listen` is set.
     pub fn egress_config(&self) -> &crate::config::EgressConfig {
         &self.inner.egress
+    }
+
+    /// `--header-read-timeout` and `--max-connections`, which [`crate::serve`] applies.
+    pub fn connection_limits(&self) -> (Duration, usize) {
+        let limits = &self.inner.limits;
+        (limits.header_read_timeout, limits.max_connections)
     }
 
     /// The directory.

@@ -219,7 +219,7 @@ fn outcome_of(e: &Error) -> &'static str {
         | Error::PluginNotGranted { .. } => "unavailable",
         Error::DeadlineExceeded { .. } => "timeout",
         Error::Unreachable { .. } => "unreachable",
-        Error::PluginFailed { .. } => "plugin_error",
+        Error::PluginFailed { .. } | Error::PluginResponseTooLarge { .. } => "plugin_error",
         _ => "error",
     }
 }
@@ -325,14 +325,9 @@ async fn checked_call(
                     break;
                 }
                 Err(CallError::TooLarge) => {
-                    last = Some(Error::PluginFailed {
+                    last = Some(Error::PluginResponseTooLarge {
                         plugin: name.to_owned(),
-                        status: None,
-                        message: format!(
-                            "its answer is larger than {} bytes",
-                            limits.max_response_body
-                        ),
-                        error: None,
+                        limit: limits.max_response_body,
                     });
                     break;
                 }

@@ -22,7 +22,6 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 
 pub mod admin;
@@ -83,7 +82,8 @@ pub fn router(gateway: Gateway) -> Router {
 
 /// Serves `router(gateway)` on `listener` until `shutdown` resolves, then stops accepting,
 /// lets in-flight requests finish (for at most `grace`), writes the last invocation summary
-/// and flushes the audit log. With `--egress-listen`, the egress proxy runs beside it on
+/// and flushes the audit log. Connections are HTTP/1.1, bounded by `--max-connections`
+/// and `--header-read-timeout`. With `--egress-listen`, the egress proxy runs beside it on
 /// its own listener and stops (closing its tunnels) on the same signal.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -111,10 +111,7 @@ pub async fn serve(
         stop_tx.send_replace(true);
         let _ = started_tx.send(());
     };
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router(gateway.clone())).with_graceful_shutdown(signal);
+    let server = serve_connections(listener, router(gateway.clone()), &gateway, signal);
     let grace_expired = async move {
         if started_rx.await.is_ok() {
             tokio::time::sleep(grace).await;
@@ -123,7 +120,7 @@ pub async fn serve(
         }
     };
     let outcome = tokio::select! {
-        result = server.into_future() => result,
+        result = server => result,
         () = grace_expired => {
             tracing::warn!(grace_secs = grace.as_secs_f64(), "shutdown grace expired; dropping in-flight requests");
             Ok(())
@@ -135,6 +132,63 @@ pub async fn serve(
     }
     outcome?;
     gateway.shutdown().await;
+    Ok(())
+}
+
+/// Accepts HTTP/1.1 connections until `signal`, at most `--max-connections` at once (the
+/// next connection waits in the listen backlog until a slot frees), each with
+/// `--header-read-timeout` to send a request head; then stops accepting and waits for the
+/// open connections to finish their requests.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    gateway: &Gateway,
+    signal: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let (header_read_timeout, max_connections) = gateway.connection_limits();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
+            () = &mut signal => break,
+        };
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        // Out of file descriptors, most likely: give connections time to close.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let connection =
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // Errors here are the client's (reset, header timeout); nothing to answer.
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }
 
@@ -331,7 +385,12 @@ impl Gateway {
                 AuditSinkKind::Stdout => sinks.push(Arc::new(StdoutSink::new())),
             }
         }
-        let (auditor, audit_writer) = Auditor::start(sinks, metrics.clone());
+        let (auditor, audit_writer) = Auditor::start_bounded(
+            sinks,
+            metrics.clone(),
+            config.audit_queue,
+            config.audit_security_queue,
+        );
         let gateway = match pushed {
             Some(pushed) => Gateway::new_pushed(config, pushed, tokens, metrics, auditor),
             None => Gateway::new(config, directory.clone(), tokens, metrics, auditor),

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub plugin_restarts: IntCounterVec,
     /// `berth_audit_events_total{type,outcome}`.
     pub audit_events: IntCounterVec,
+    /// `berth_audit_dropped_total{type}`: events the full audit queue turned away.
+    pub audit_dropped: IntCounterVec,
     /// `berth_plugin_risk_score{plugin}`.
     pub risk_score: IntGaugeVec,
     /// `berth_plugin_cold_start_seconds{plugin}`.
@@ -142,6 +144,11 @@ impl Metrics {
                 "berth_audit_events_total",
                 "Audit events written, by type and outcome.",
                 &["type", "outcome"],
+            ),
+            audit_dropped: counter(
+                "berth_audit_dropped_total",
+                "Audit events dropped because the audit queue was full, by type.",
+                &["type"],
             ),
             risk_score: gauge(
                 "berth_plugin_risk_score",

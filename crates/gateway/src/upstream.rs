@@ -91,6 +91,16 @@ pub async fn post(client: &HttpClient, call: Call<'_>) -> Result<Answer, CallErr
             .await
             .map_err(|e| CallError::Transport(berth_contract::error_chain(&e)))?;
         let (parts, body) = response.into_parts();
+        // A declared length past the limit fails before a byte of the body is read.
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > call.max_answer as u64) {
+            return Err(CallError::TooLarge);
+        }
+        // Limited stops reading (and the connection is dropped) at the first frame past
+        // the limit, so an endless answer holds at most `max_answer` bytes in memory.
         let body = Limited::new(body, call.max_answer)
             .collect()
             .await

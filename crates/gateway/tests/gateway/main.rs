@@ -1,6 +1,7 @@
 //! Integration tests: a real gateway on 127.0.0.1 in front of real plugin servers.
 
 mod audit;
+mod bounds;
 mod egress;
 mod hooks;
 mod invoke;
