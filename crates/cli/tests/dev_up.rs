@@ -636,3 +636,85 @@ fn watch_rebuilds_and_reloads_a_changed_plugin() {
         .args(["rmi", "-f", "berth/watched:0.1.0"])
         .output();
 }
+
+#[test]
+fn killed_or_removed_gateway_container_comes_back_without_a_manual_step() {
+    if !docker_or_skip("killed_or_removed_gateway_container_comes_back") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&["examples/calculator.yaml"]);
+    let gateway = dev.gateway_container();
+    let invoke = |dev: &Dev| {
+        dev.berth(&[
+            "invoke",
+            "calculator",
+            "evaluate",
+            r#"{"expression":"2+3"}"#,
+        ])
+        .status
+        .success()
+    };
+    assert!(invoke(&dev), "{}", dev.log_text());
+    let mut recoveries = Vec::new();
+    // Five `docker kill`s, each after the gateway served long enough to start a new series
+    // of failures; then one `docker rm -f`.
+    for round in 0..6 {
+        let how: &[&str] = if round < 5 {
+            &["kill", &gateway]
+        } else {
+            &["rm", "-f", &gateway]
+        };
+        support::dev::docker(how);
+        let killed = Instant::now();
+        // `berth list` does not say Ready while the gateway is down.
+        loop {
+            let row = dev.plugin("calculator");
+            if row["phase"] != "Ready" {
+                assert_eq!(row["phase"], "Degraded", "{row}");
+                let reason = row["reason"].as_str().unwrap_or_default();
+                assert!(reason.contains("gateway down"), "{row}");
+                let text = dev.ok(&["list"]);
+                assert!(text.contains("gateway: DOWN"), "{text}");
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(3),
+                "still Ready after the gateway was stopped: {row}\n{}",
+                dev.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while !invoke(&dev) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(20),
+                "round {round}: the gateway did not come back\n{}",
+                dev.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let took = killed.elapsed();
+        eprintln!("round {round} ({}): serving again after {took:?}", how[0]);
+        if round < 5 {
+            recoveries.push(took);
+        }
+        assert_eq!(dev.phase("calculator"), "Ready", "{}", dev.log_text());
+        if round < 5 {
+            std::thread::sleep(Duration::from_secs(11));
+        }
+    }
+    recoveries.sort();
+    eprintln!(
+        "gateway killed: recovered in {:?} (p50 {:?})",
+        recoveries, recoveries[2]
+    );
+    let audit = dev.ok(&["audit", "--output", "json"]);
+    for action in ["gateway-stopped", "gateway-restarted", "gateway-recreated"] {
+        assert!(
+            audit.contains(&format!("\"{action}\"")),
+            "{action}: {audit}"
+        );
+    }
+    assert!(audit.contains("downtimeMs"), "{audit}");
+}

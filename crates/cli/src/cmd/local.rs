@@ -110,6 +110,24 @@ pub struct ListArgs {
     json: bool,
 }
 
+/// The gateway container's state as `berth dev up` last wrote it.
+fn gateway_state(store: &Store) -> Option<Value> {
+    let text = store
+        .setting(berth_docker::supervisor::GATEWAY_STATUS_SETTING)
+        .ok()??;
+    serde_json::from_str(&text).ok()
+}
+
+/// One line about a gateway container that is down; `None` while it serves.
+fn gateway_down_line(gateway: Option<&Value>) -> Option<String> {
+    let g = gateway.filter(|g| g["state"] == "down")?;
+    Some(format!(
+        "gateway: DOWN since {} ({}); no plugin is reachable; `berth dev up` is restarting it",
+        g["since"].as_str().unwrap_or("?"),
+        g["reason"].as_str().unwrap_or("unknown reason")
+    ))
+}
+
 /// `berth list`: installed plugins and what they are doing.
 pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let (_, store) = args.state.open()?;
@@ -134,6 +152,9 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(line) = gateway_down_line(gateway_state(&store).as_ref()) {
+        println!("{line}");
     }
     if rows.is_empty() {
         println!("no plugins installed (`berth dev up examples/` or `berth install FILE`)");
@@ -191,6 +212,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "risk": risk,
         "revisions": revisions,
         "grants": grants,
+        "gateway": gateway_state(&store),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -216,6 +238,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!("restarts:  {}", s.restarts);
         }
         None => println!("phase:     not yet seen by `berth dev up`"),
+    }
+    if let Some(line) = gateway_down_line(Some(&out["gateway"])) {
+        println!("{line}");
     }
     println!("enabled:   {}", inst.enabled);
     println!("risk:      {} ({})", risk.score, risk.tier);

@@ -16,15 +16,30 @@ use crate::{ContainerEvent, EventAction};
 impl<E: Engine> Supervisor<E> {
     pub(super) async fn on_event(&mut self, event: ContainerEvent) {
         if event.role.as_deref() == Some("gateway") {
-            if matches!(event.action, EventAction::Start) {
-                // A restarted gateway starts empty: give it the directory again.
-                self.last_pushed.clear();
-                self.push_pending = true;
-            } else if matches!(event.action, EventAction::Die { .. }) {
-                self.notice(
-                    None,
-                    "the gateway container stopped; Docker restarts it".into(),
-                );
+            // Events of an earlier gateway container (replaced) do not count.
+            if event.id != self.gateway_id {
+                return;
+            }
+            match event.action {
+                EventAction::Start if self.gateway.down.is_some() => {
+                    // Started by hand before the supervisor did.
+                    if let Err(e) = self.gateway_came_back(false).await {
+                        self.notice(None, format!("the gateway started but {e}"));
+                    }
+                }
+                EventAction::Start => {
+                    // A restarted gateway starts empty: give it the directory again.
+                    self.last_pushed.clear();
+                    self.push_pending = true;
+                }
+                EventAction::Oom => {
+                    self.oom.insert(event.id.clone());
+                }
+                EventAction::Die { exit_code } => self.gateway_died(exit_code).await,
+                EventAction::Other(ref a) if a == "destroy" => {
+                    self.gateway_stopped("was removed".into(), true).await;
+                }
+                EventAction::Other(_) => {}
             }
             return;
         }
@@ -36,6 +51,9 @@ impl<E: Engine> Supervisor<E> {
                 self.oom.insert(event.id.clone());
             }
             EventAction::Die { exit_code } => self.on_die(&name, &event.id, exit_code).await,
+            EventAction::Other(ref a) if a == "destroy" => {
+                self.plugin_container_removed(&name, &event.id).await;
+            }
             _ => {}
         }
     }
@@ -121,6 +139,11 @@ impl<E: Engine> Supervisor<E> {
 
     /// Starts again the crashed containers whose backoff has passed by `now`.
     pub(super) async fn restart_due(&mut self, now: Instant) {
+        self.restart_gateway_due(now).await;
+        if self.gateway.down.is_some() {
+            // Readiness is checked through the gateway: plugins wait for it.
+            return;
+        }
         let due: Vec<String> = self
             .plugins
             .iter_mut()
@@ -138,6 +161,11 @@ impl<E: Engine> Supervisor<E> {
             let network = self.instance.plugin_network(&name);
             let result = match self.docker.start_existing(&id).await {
                 Ok(()) => self.wait_started(&id, &network, &plugin).await,
+                Err(crate::Error::NotFound { .. }) => {
+                    // Removed from under the supervisor: a new revision replaces it.
+                    self.plugin_container_removed(&name, &id).await;
+                    continue;
+                }
                 Err(e) => Err(e.to_string()),
             };
             match result {

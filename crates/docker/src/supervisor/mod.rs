@@ -13,6 +13,7 @@ mod adopt;
 mod crash;
 pub mod engine;
 pub mod gateway;
+mod outage;
 pub mod plan;
 mod publish;
 pub mod restart;
@@ -52,6 +53,9 @@ pub const STOP_SETTING: &str = "dev.stop-requested";
 /// Settings key: the store's change counter the supervisor has acted on; commands wait
 /// for it to reach their own change.
 pub const OBSERVED_SETTING: &str = "dev.observed-change";
+/// Settings key: the gateway container's state as the supervisor sees it, JSON:
+/// `{"state": "up"|"down", "since", "reason", "restarts", "nextRestartInMs"}`.
+pub const GATEWAY_STATUS_SETTING: &str = "dev.gateway-status";
 /// Who the supervisor is in the audit log.
 pub const ACTOR: &str = "berth-dev";
 
@@ -182,6 +186,12 @@ pub struct Supervisor<E: Engine = DockerClient> {
     config: SupervisorConfig,
     admin: AdminClient,
     gateway_id: String,
+    /// The admin client the usage sampler uses (the gateway's port may change).
+    shared_admin: Arc<std::sync::Mutex<AdminClient>>,
+    gateway: outage::GatewayHealth,
+    /// The gateway's address on each plugin's network, which serving containers were
+    /// given (`BERTH_GATEWAY_URL`, `HTTP_PROXY`); a gateway created again may get another.
+    gateway_ips: HashMap<String, std::net::IpAddr>,
     plugins: BTreeMap<String, Runtime>,
     oom: HashSet<String>,
     notices: mpsc::UnboundedSender<Notice>,
@@ -234,8 +244,14 @@ impl<E: Engine> Supervisor<E> {
             store,
             instance,
             config,
+            shared_admin: Arc::new(std::sync::Mutex::new(admin.clone())),
             admin,
             gateway_id,
+            gateway: outage::GatewayHealth {
+                started: Some(Instant::now()),
+                ..Default::default()
+            },
+            gateway_ips: HashMap::new(),
             plugins: BTreeMap::new(),
             oom: HashSet::new(),
             notices,
@@ -251,6 +267,7 @@ impl<E: Engine> Supervisor<E> {
             leftovers: BTreeMap::new(),
             last_data_version: 0,
         };
+        me.write_gateway_status();
         me.adopt().await?;
         Ok(me)
     }
@@ -271,7 +288,7 @@ impl<E: Engine> Supervisor<E> {
         // so events and restarts never wait for it.
         let sampler = tokio::spawn(publish::sample_usage(
             self.docker.clone(),
-            self.admin.clone(),
+            self.shared_admin.clone(),
             self.usage_targets.clone(),
             self.config.stats_interval,
         ));
@@ -363,6 +380,13 @@ impl<E: Engine> Supervisor<E> {
     async fn reconcile(&mut self) {
         // Read before the desired state, so a change made during this pass is seen again.
         let seen = self.store.change_counter().unwrap_or(self.last_change);
+        self.check_gateway().await;
+        if self.gateway.down.is_some() {
+            // Readiness probes go through the gateway: nothing can start until it is back.
+            // The change is acted on by the first pass after.
+            self.refresh_statuses();
+            return;
+        }
         self.last_change = seen;
         let records = match self.store.plugins() {
             Ok(p) => p,
@@ -443,6 +467,7 @@ impl<E: Engine> Supervisor<E> {
         }
         self.push_pending = true;
         self.push().await;
+        self.record_gateway_ips().await;
         // Refresh every status so that `berth status` shows when it was last checked.
         for i in installed.iter() {
             let name = i.record.name.as_str();
@@ -576,6 +601,17 @@ impl<E: Engine> Supervisor<E> {
         rt.reason = reason.clone();
         let serving_revision = rt.serving.as_ref().map(|s| s.revision);
         let restarts = rt.restart.restarts();
+        // Without the gateway no plugin is reachable, whatever its container does.
+        let (phase, reason) = match (phase, self.gateway.down_reason()) {
+            (Phase::Ready | Phase::Degraded | Phase::Pending, Some(down)) => (
+                Phase::Degraded,
+                Some(match reason {
+                    Some(r) => format!("{down}; {r}"),
+                    None => down,
+                }),
+            ),
+            _ => (phase, reason),
+        };
         if changed {
             self.push_pending = true;
             if !matches!(phase, Phase::Ready) || reason.is_some() {

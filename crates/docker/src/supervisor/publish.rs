@@ -65,7 +65,7 @@ impl<E: Engine> Supervisor<E> {
 
     /// Sends the directory to the gateway unless it would change nothing.
     pub(super) async fn push(&mut self) {
-        if !self.push_pending {
+        if !self.push_pending || self.gateway.down.is_some() {
             return;
         }
         self.refresh_usage_targets();
@@ -130,7 +130,7 @@ impl<E: Engine> Supervisor<E> {
 /// sends them to the gateway's metrics.
 pub(super) async fn sample_usage<E: Engine>(
     docker: E,
-    admin: AdminClient,
+    admin: Arc<std::sync::Mutex<AdminClient>>,
     targets: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     interval: Duration,
 ) {
@@ -153,6 +153,7 @@ pub(super) async fn sample_usage<E: Engine>(
             })
             .collect();
         if !usage.is_empty() {
+            let admin = admin.lock().unwrap_or_else(|p| p.into_inner()).clone();
             admin
                 .observe(&ObservationsWire {
                     usage,

@@ -416,3 +416,239 @@ async fn restarted_supervisor_keeps_a_gateway_started_with_the_same_settings() {
     assert_eq!(h.calls(&format!("run {gateway}")).len(), 1);
     assert!(h.calls(&format!("remove {gateway}")).is_empty());
 }
+
+impl Harness {
+    fn gateway_id(&self) -> String {
+        let name = self.instance().gateway_container_name();
+        let s = self.engine.state();
+        s.containers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.id.clone())
+            .expect("a gateway container")
+    }
+
+    /// Stops the gateway container as `docker kill` does, and tells the supervisor.
+    async fn kill_gateway(&self, sup: &mut Supervisor<FakeEngine>) {
+        let id = self.gateway_id();
+        if let Some(c) = self
+            .engine
+            .state()
+            .containers
+            .iter_mut()
+            .find(|c| c.id == id)
+        {
+            c.running = false;
+            c.exit_code = 137;
+        }
+        sup.on_event(gateway_event(
+            &id,
+            EventAction::Die {
+                exit_code: Some(137),
+            },
+        ))
+        .await;
+    }
+
+    /// Removes the gateway container as `docker rm -f` does, and tells the supervisor.
+    async fn remove_gateway(&self, sup: &mut Supervisor<FakeEngine>) {
+        let id = self.gateway_id();
+        self.kill_gateway(sup).await;
+        self.engine.state().containers.retain(|c| c.id != id);
+        sup.on_event(gateway_event(&id, EventAction::Other("destroy".into())))
+            .await;
+    }
+
+    fn gateway_status(&self) -> serde_json::Value {
+        let text = self
+            .store
+            .setting(super::GATEWAY_STATUS_SETTING)
+            .unwrap()
+            .expect("a gateway status");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn stored_phase(&self) -> (String, String) {
+        let s = self.store.status("calc").unwrap().expect("a status");
+        (s.phase, s.reason.unwrap_or_default())
+    }
+
+    fn audit_actions(&self) -> Vec<String> {
+        self.store
+            .query_audit(&Default::default())
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.details["action"].as_str().map(String::from))
+            .collect()
+    }
+}
+
+fn gateway_event(id: &str, action: EventAction) -> ContainerEvent {
+    ContainerEvent {
+        id: id.to_owned(),
+        action,
+        role: Some("gateway".into()),
+        plugin: None,
+        revision: None,
+        time_nanos: 0,
+    }
+}
+
+#[tokio::test]
+async fn killed_gateway_is_restarted_after_backoff_and_gets_the_directory_again() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    assert_eq!(h.gateway_status()["state"], "up");
+    let gateway = h.instance().gateway_container_name();
+    let pushes = h.engine.state().pushed.len();
+
+    h.kill_gateway(&mut sup).await;
+    // While it is down no plugin is Ready, and the store says why.
+    let (p, reason) = h.stored_phase();
+    assert_eq!(p, "Degraded");
+    assert!(
+        reason.contains("gateway down (exited with code 137)"),
+        "{reason}"
+    );
+    let status = h.gateway_status();
+    assert_eq!(status["state"], "down", "{status}");
+    assert_eq!(status["reason"], "exited with code 137");
+    // A pass while it is down starts nothing and pushes nothing.
+    sup.reconcile().await;
+    assert_eq!(h.engine.state().pushed.len(), pushes);
+    assert_eq!(h.calls("run ").len(), 2);
+
+    sup.restart_due(Instant::now()).await;
+    assert!(h.calls(&format!("start {gateway}")).is_empty());
+    sup.restart_due(Instant::now() + Duration::from_secs(1))
+        .await;
+    assert_eq!(h.calls(&format!("start {gateway}")).len(), 1);
+
+    assert_eq!(h.gateway_status()["state"], "up");
+    assert_eq!(h.gateway_status()["restarts"], 1);
+    assert_eq!(h.stored_phase(), ("Ready".to_owned(), String::new()));
+    assert_eq!(h.engine.state().pushed.len(), pushes + 1);
+    let entry = h.last_pushed().plugins.remove(0);
+    assert_eq!((entry.revision, entry.phase), (1, Phase::Ready));
+    let actions = h.audit_actions();
+    assert!(
+        actions.iter().any(|a| a == "gateway-stopped")
+            && actions.iter().any(|a| a == "gateway-restarted"),
+        "{actions:?}"
+    );
+    // The plugin itself was never touched.
+    assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((1, true)));
+    assert_eq!(h.calls("run ").len(), 2);
+}
+
+#[tokio::test]
+async fn removed_gateway_is_created_again_and_joins_the_plugin_networks() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    let gateway = h.instance().gateway_container_name();
+    let network = h.instance().plugin_network("calc");
+    let old = h.gateway_id();
+
+    h.remove_gateway(&mut sup).await;
+    assert_eq!(h.gateway_status()["state"], "down");
+    assert_eq!(h.stored_phase().0, "Degraded");
+    sup.restart_due(Instant::now() + Duration::from_secs(1))
+        .await;
+
+    assert_eq!(h.calls(&format!("run {gateway}")).len(), 2);
+    let new = h.gateway_id();
+    assert_ne!(new, old);
+    assert_eq!(sup.gateway_id, new);
+    assert_eq!(
+        h.calls(&format!("connect {network} {gateway}")).len(),
+        2,
+        "{:?}",
+        h.calls("connect ")
+    );
+    assert_eq!(h.gateway_status()["state"], "up");
+    assert_eq!(h.stored_phase().0, "Ready");
+    assert!(h.audit_actions().iter().any(|a| a == "gateway-recreated"));
+    // The new gateway has another address on the plugin's network: the plugin's container
+    // knows the old one, so a new revision replaces it.
+    assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((2, true)));
+
+    // Events of the removed container no longer count.
+    sup.on_event(gateway_event(&old, EventAction::Die { exit_code: Some(1) }))
+        .await;
+    assert_eq!(h.gateway_status()["state"], "up");
+}
+
+#[tokio::test]
+async fn gateway_failing_again_and_again_waits_longer_each_time() {
+    let h = Harness::new().await;
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    let gateway = h.instance().gateway_container_name();
+    let starts = |h: &Harness| h.calls(&format!("start {gateway}")).len();
+    // Its containers exit as soon as they start.
+    h.engine
+        .state()
+        .crashing_images
+        .insert(GATEWAY_IMAGE.to_owned());
+
+    h.kill_gateway(&mut sup).await;
+    let mut tried = 0;
+    for pause in [1, 2, 4, 8, 16] {
+        // Not before the backoff has passed.
+        sup.restart_due(Instant::now() + Duration::from_millis(pause * 1000 - 300))
+            .await;
+        assert_eq!(starts(&h), tried, "before {pause} s");
+        sup.restart_due(Instant::now() + Duration::from_secs(pause))
+            .await;
+        tried += 1;
+        assert_eq!(starts(&h), tried, "after {pause} s");
+        assert_eq!(h.gateway_status()["state"], "down");
+    }
+    // It keeps trying at the longest pause, and comes back once it can.
+    h.engine.state().crashing_images.clear();
+    sup.restart_due(Instant::now() + Duration::from_secs(30))
+        .await;
+    assert_eq!(starts(&h), tried + 1);
+    assert_eq!(h.gateway_status()["state"], "up");
+}
+
+#[tokio::test]
+async fn removed_plugin_container_is_replaced_by_a_new_revision() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    let id = serving(&sup).unwrap().2;
+
+    // `docker rm -f`: die, then destroy.
+    h.crash(&mut sup).await;
+    h.engine.state().containers.retain(|c| c.id != id);
+    sup.on_event(ContainerEvent {
+        id: id.clone(),
+        action: EventAction::Other("destroy".into()),
+        role: Some("plugin".into()),
+        plugin: Some("calc".into()),
+        revision: Some(1),
+        time_nanos: 0,
+    })
+    .await;
+    assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((2, true)));
+    assert_eq!(phase(&sup).0, Some(Phase::Ready), "{:?}", phase(&sup));
+    assert!(h.audit_actions().iter().any(|a| a == "container-removed"));
+
+    // The destroy event missed: the due restart finds no container and replaces it too.
+    let id = serving(&sup).unwrap().2;
+    h.crash(&mut sup).await;
+    h.engine.state().containers.retain(|c| c.id != id);
+    sup.restart_due(Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((3, true)));
+    assert_eq!(phase(&sup).0, Some(Phase::Ready), "{:?}", phase(&sup));
+}
