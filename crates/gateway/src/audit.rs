@@ -344,13 +344,7 @@ impl Totals {
         let mut totals = BTreeMap::new();
         for family in metrics.invocations.collect() {
             for m in family.get_metric() {
-                let label = |name: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map(|l| l.value().to_owned())
-                        .unwrap_or_default()
-                };
+                let label = |name: &str| crate::metrics::label_value(m, name);
                 if label("outcome") != "success" {
                     continue;
                 }
@@ -360,13 +354,7 @@ impl Totals {
         }
         for family in metrics.invocation_duration.collect() {
             for m in family.get_metric() {
-                let label = |name: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map(|l| l.value().to_owned())
-                        .unwrap_or_default()
-                };
+                let label = |name: &str| crate::metrics::label_value(m, name);
                 let key = (label("plugin"), label("capability"));
                 if let Some(entry) = totals.get_mut(&key) {
                     entry.1 = m.get_histogram().get_sample_sum();

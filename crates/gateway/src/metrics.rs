@@ -267,3 +267,13 @@ impl Metrics {
         String::from_utf8(buffer).unwrap_or_default()
     }
 }
+
+/// The value of label `name` of a collected metric; empty when it has none.
+pub(crate) fn label_value(metric: &prometheus::proto::Metric, name: &str) -> String {
+    metric
+        .get_label()
+        .iter()
+        .find(|l| l.name() == name)
+        .map(|l| l.value().to_owned())
+        .unwrap_or_default()
+}

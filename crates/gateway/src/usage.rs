@@ -207,13 +207,7 @@ fn egress_bytes(metrics: &crate::Metrics) -> ByteTotals {
     let mut out = HashMap::new();
     for family in metrics.egress_bytes.collect() {
         for m in family.get_metric() {
-            let label = |name: &str| {
-                m.get_label()
-                    .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value().to_owned())
-                    .unwrap_or_default()
-            };
+            let label = |name: &str| crate::metrics::label_value(m, name);
             out.insert(
                 (label("plugin"), label("direction")),
                 m.get_counter().get_value() as u64,

@@ -201,33 +201,15 @@ impl Store {
         reason: Option<&str>,
         expires_at: Option<&str>,
     ) -> Result<GrantRecord> {
-        if let Some(expires_at) = expires_at {
-            parse_time(expires_at)?;
-        }
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO local_grants
-                 (plugin, permissions_json, risk_score, granted_by, reason, granted_at,
-                  expires_at, revoked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
-                params![
-                    plugin,
-                    permissions_json,
-                    risk_score,
-                    granted_by,
-                    reason,
-                    now(),
-                    expires_at
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            bump_changes(tx)?;
-            Ok(tx.query_row(
-                &format!("SELECT {GRANT_COLUMNS} FROM local_grants WHERE id = ?1"),
-                [id],
-                row_to_grant,
-            )?)
-        })
+        let grant = NewGrant {
+            plugin,
+            permissions_json,
+            risk_score,
+            granted_by,
+            reason,
+            expires_at,
+        };
+        Ok(self.record_grant(&grant, false)?.0)
     }
 
     /// Revokes the grants of `plugin` active now and records one grant in their place, in
@@ -242,35 +224,31 @@ impl Store {
         reason: Option<&str>,
         expires_at: Option<&str>,
     ) -> Result<(GrantRecord, usize)> {
-        if let Some(expires_at) = expires_at {
+        let grant = NewGrant {
+            plugin,
+            permissions_json,
+            risk_score,
+            granted_by,
+            reason,
+            expires_at,
+        };
+        self.record_grant(&grant, true)
+    }
+
+    /// Records `grant` in one transaction, first revoking the plugin's active grants when
+    /// `replace` is set; the new record and how many were revoked.
+    fn record_grant(&self, grant: &NewGrant<'_>, replace: bool) -> Result<(GrantRecord, usize)> {
+        if let Some(expires_at) = grant.expires_at {
             parse_time(expires_at)?;
         }
-        let now_ts = Timestamp::now();
+        let now = Timestamp::now();
         self.write(|tx| {
-            let revoked = revoke_active(tx, plugin, now_ts)?;
-            tx.execute(
-                "INSERT INTO local_grants
-                 (plugin, permissions_json, risk_score, granted_by, reason, granted_at,
-                  expires_at, revoked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
-                params![
-                    plugin,
-                    permissions_json,
-                    risk_score,
-                    granted_by,
-                    reason,
-                    format_time(now_ts),
-                    expires_at
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            bump_changes(tx)?;
-            let record = tx.query_row(
-                &format!("SELECT {GRANT_COLUMNS} FROM local_grants WHERE id = ?1"),
-                [id],
-                row_to_grant,
-            )?;
-            Ok((record, revoked))
+            let revoked = if replace {
+                revoke_active(tx, grant.plugin, now)?
+            } else {
+                0
+            };
+            Ok((insert_grant(tx, grant, &format_time(now))?, revoked))
         })
     }
 
@@ -656,6 +634,46 @@ fn row_to_status(r: &Row<'_>) -> rusqlite::Result<PluginStatusRecord> {
         restarts: r.get(4)?,
         updated_at: r.get(5)?,
     })
+}
+
+/// A grant to record: what `grant` and `replace_grants` take.
+struct NewGrant<'a> {
+    plugin: &'a str,
+    permissions_json: &'a str,
+    risk_score: u32,
+    granted_by: &'a str,
+    reason: Option<&'a str>,
+    expires_at: Option<&'a str>,
+}
+
+/// Inserts `grant`, granted at `granted_at`, notes the change, and reads it back.
+fn insert_grant(
+    tx: &Transaction<'_>,
+    grant: &NewGrant<'_>,
+    granted_at: &str,
+) -> Result<GrantRecord> {
+    tx.execute(
+        "INSERT INTO local_grants
+         (plugin, permissions_json, risk_score, granted_by, reason, granted_at,
+          expires_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+        params![
+            grant.plugin,
+            grant.permissions_json,
+            grant.risk_score,
+            grant.granted_by,
+            grant.reason,
+            granted_at,
+            grant.expires_at
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    bump_changes(tx)?;
+    Ok(tx.query_row(
+        &format!("SELECT {GRANT_COLUMNS} FROM local_grants WHERE id = ?1"),
+        [id],
+        row_to_grant,
+    )?)
 }
 
 #[cfg(test)]
