@@ -16,12 +16,14 @@
 use std::path::PathBuf;
 
 pub mod audit;
+mod fault;
 pub mod local;
 mod sqlite;
 mod time;
 pub mod usage;
 
 pub use audit::{AuditChain, AuditEvent, ChainBreak, ChainHead, ChainReport, verify_chain};
+pub use fault::check_directory;
 pub use local::{GrantRecord, InstalledPlugin, PluginStatusRecord, RevisionRecord};
 pub use sqlite::{AuditQuery, SCHEMA_VERSION, Store};
 pub use time::format_time;
@@ -112,6 +114,90 @@ pub enum Error {
         /// The revision number.
         revision: u64,
     },
+    /// The file is damaged, or is not an SQLite database at all.
+    #[error(
+        "the store {p} is damaged or is not a Berth store ({reason}); nothing was changed. \
+         Stop `berth dev up` if it runs, move the file aside with its -wal and -shm files \
+         (`mv {p} {p}.damaged`) and put a backup in its place, or leave it moved away to \
+         start afresh (an empty store: reinstall plugins and grant them again)",
+        p = .path.display()
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's words (part of the message).
+        reason: String,
+    },
+    /// Another process held the write lock longer than the busy timeout.
+    #[error(
+        "the store {p} is locked by another process ({reason}, waited {} s); nothing was \
+         changed. A `berth dev up` supervisor, a gateway or another berth command writes to \
+         it briefly, so retry; if it stays locked, find the holder with `fuser -v {p}` or \
+         `lsof {p}` (a `sqlite3` shell with an open transaction, say) and end it",
+        .waited.as_secs(),
+        p = .path.display()
+    )]
+    Busy {
+        /// The file.
+        path: PathBuf,
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// SQLite's words (part of the message).
+        reason: String,
+    },
+    /// The file system holding the store is full.
+    #[error(
+        "no space left on device for the store {} ({reason}); nothing was saved by this \
+         command and what was saved before is intact. Free space on that file system (`df -h \
+         {}`; even reading needs a little, for the -shm file) and retry",
+        .path.display(),
+        fault::parent(.path).display()
+    )]
+    DiskFull {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's or the system's words (part of the message).
+        reason: String,
+    },
+    /// This user may not read or write the file.
+    #[error(
+        "cannot read and write the store {} ({reason}); give this user read and write access \
+         to it and to its directory (`ls -l {}`), or set BERTH_STATE_DIR (--state-dir) to a \
+         directory of your own",
+        .path.display(),
+        fault::parent(.path).display()
+    )]
+    Access {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's or the system's words (part of the message).
+        reason: String,
+    },
+    /// Reading or writing the file failed below SQLite.
+    #[error(
+        "I/O error on the store {} ({reason}); nothing of this change was saved. Check the \
+         file system (free space with `df -h`, device errors with `dmesg`) and retry",
+        .path.display()
+    )]
+    FileIo {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's words (part of the message).
+        reason: String,
+    },
+    /// The store's directory is not a directory, or this user may not use it.
+    #[error(
+        "cannot use the state directory {p} ({reason}); make it a directory this user may read \
+         and write (`ls -ld {p}`; chown or chmod it), or set BERTH_STATE_DIR (--state-dir) \
+         to a directory of your own",
+        p = .path.display()
+    )]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong (part of the message).
+        reason: String,
+    },
     /// A query failed.
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -121,6 +207,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// True for a fault of the file or its directory (damaged, locked by another process,
+    /// disk full, no access): the message names the file and what to do, so callers show it
+    /// as it is.
+    pub fn is_file_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::Damaged { .. }
+                | Error::Busy { .. }
+                | Error::DiskFull { .. }
+                | Error::Access { .. }
+                | Error::FileIo { .. }
+                | Error::Directory { .. }
+        )
+    }
+
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -134,6 +235,12 @@ impl Error {
             Error::OutOfRange { .. } => "out_of_range",
             Error::RevisionTaken { .. } => "revision_taken",
             Error::RevisionNotFound { .. } => "revision_not_found",
+            Error::Damaged { .. } => "damaged",
+            Error::Busy { .. } => "busy",
+            Error::DiskFull { .. } => "disk_full",
+            Error::Access { .. } => "access",
+            Error::FileIo { .. } => "file_io",
+            Error::Directory { .. } => "directory",
             Error::Sqlite(_) => "sqlite",
             Error::Json(_) => "json",
         }

@@ -141,21 +141,23 @@ impl Store {
 
     /// The installed plugin `name`, if any.
     pub fn plugin(&self, name: &str) -> Result<Option<InstalledPlugin>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {PLUGIN_COLUMNS} FROM local_plugins WHERE name = ?1"
-        ))?;
-        Ok(stmt.query_row([name], row_to_plugin).optional()?)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PLUGIN_COLUMNS} FROM local_plugins WHERE name = ?1"
+            ))?;
+            Ok(stmt.query_row([name], row_to_plugin).optional()?)
+        })
     }
 
     /// Every installed plugin, ordered by name.
     pub fn plugins(&self) -> Result<Vec<InstalledPlugin>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {PLUGIN_COLUMNS} FROM local_plugins ORDER BY name"
-        ))?;
-        let rows = stmt.query_map([], row_to_plugin)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PLUGIN_COLUMNS} FROM local_plugins ORDER BY name"
+            ))?;
+            let rows = stmt.query_map([], row_to_plugin)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     /// Uninstalls `name` in one transaction: deletes the plugin, its status and its
@@ -254,12 +256,13 @@ impl Store {
 
     /// Every grant recorded for `plugin`, revoked and expired ones included, newest first.
     pub fn grants(&self, plugin: &str) -> Result<Vec<GrantRecord>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {GRANT_COLUMNS} FROM local_grants WHERE plugin = ?1 ORDER BY id DESC"
-        ))?;
-        let rows = stmt.query_map([plugin], row_to_grant)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {GRANT_COLUMNS} FROM local_grants WHERE plugin = ?1 ORDER BY id DESC"
+            ))?;
+            let rows = stmt.query_map([plugin], row_to_grant)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     /// The grants of `plugin` that apply at `now_rfc3339`: not revoked, and without expiry
@@ -288,11 +291,12 @@ impl Store {
     /// recorded for it, including revisions deleted by [`Store::remove_plugin`]. Reading it
     /// reserves nothing; [`Store::insert_revision`] refuses a number already used.
     pub fn next_revision(&self, plugin: &str) -> Result<u64> {
-        let conn = self.lock();
-        let last = last_revision(&conn, plugin)?;
-        last.checked_add(1).ok_or(Error::OutOfRange {
-            what: "revision",
-            value: last,
+        self.read(|conn| {
+            let last = last_revision(conn, plugin)?;
+            last.checked_add(1).ok_or(Error::OutOfRange {
+                what: "revision",
+                value: last,
+            })
         })
     }
 
@@ -349,9 +353,9 @@ impl Store {
         endpoint: Option<&str>,
     ) -> Result<()> {
         let number = to_i64("revision", revision)?;
-        let conn = self.lock();
-        let changed = conn.execute(
-            "UPDATE local_revisions SET
+        self.read(|conn| {
+            let changed = conn.execute(
+                "UPDATE local_revisions SET
                  ready_at = CASE
                      WHEN ?3 = 'Ready' AND (state <> 'Ready' OR ready_at IS NULL) THEN ?7
                      ELSE ready_at
@@ -361,26 +365,28 @@ impl Store {
                  container_id = COALESCE(?5, container_id),
                  endpoint = COALESCE(?6, endpoint)
              WHERE plugin = ?1 AND revision = ?2",
-            params![plugin, number, state, reason, container_id, endpoint, now()],
-        )?;
-        if changed == 0 {
-            return Err(Error::RevisionNotFound {
-                plugin: plugin.to_owned(),
-                revision,
-            });
-        }
-        Ok(())
+                params![plugin, number, state, reason, container_id, endpoint, now()],
+            )?;
+            if changed == 0 {
+                return Err(Error::RevisionNotFound {
+                    plugin: plugin.to_owned(),
+                    revision,
+                });
+            }
+            Ok(())
+        })
     }
 
     /// The recorded revisions of `plugin`, newest first.
     pub fn revisions(&self, plugin: &str) -> Result<Vec<RevisionRecord>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {REVISION_COLUMNS} FROM local_revisions WHERE plugin = ?1
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {REVISION_COLUMNS} FROM local_revisions WHERE plugin = ?1
              ORDER BY revision DESC"
-        ))?;
-        let rows = stmt.query_map([plugin], row_to_revision)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            ))?;
+            let rows = stmt.query_map([plugin], row_to_revision)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     /// Revision `revision` of `plugin`, if recorded.
@@ -388,13 +394,14 @@ impl Store {
         let Ok(number) = i64::try_from(revision) else {
             return Ok(None);
         };
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {REVISION_COLUMNS} FROM local_revisions WHERE plugin = ?1 AND revision = ?2"
-        ))?;
-        Ok(stmt
-            .query_row(params![plugin, number], row_to_revision)
-            .optional()?)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {REVISION_COLUMNS} FROM local_revisions WHERE plugin = ?1 AND revision = ?2"
+            ))?;
+            Ok(stmt
+                .query_row(params![plugin, number], row_to_revision)
+                .optional()?)
+        })
     }
 
     /// Records what was observed about a plugin, replacing what was recorded before.
@@ -403,82 +410,90 @@ impl Store {
             .serving_revision
             .map(|r| to_i64("revision", r))
             .transpose()?;
-        let conn = self.lock();
-        conn.execute(
-            &format!(
-                "INSERT INTO local_status ({STATUS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        self.read(|conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO local_status ({STATUS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (plugin) DO UPDATE SET
                      phase = excluded.phase,
                      reason = excluded.reason,
                      serving_revision = excluded.serving_revision,
                      restarts = excluded.restarts,
                      updated_at = excluded.updated_at"
-            ),
-            params![
-                status.plugin,
-                status.phase,
-                status.reason,
-                serving,
-                status.restarts,
-                status.updated_at,
-            ],
-        )?;
-        Ok(())
+                ),
+                params![
+                    status.plugin,
+                    status.phase,
+                    status.reason,
+                    serving,
+                    status.restarts,
+                    status.updated_at,
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// What was last observed about `plugin`, if anything.
     pub fn status(&self, plugin: &str) -> Result<Option<PluginStatusRecord>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {STATUS_COLUMNS} FROM local_status WHERE plugin = ?1"
-        ))?;
-        Ok(stmt.query_row([plugin], row_to_status).optional()?)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {STATUS_COLUMNS} FROM local_status WHERE plugin = ?1"
+            ))?;
+            Ok(stmt.query_row([plugin], row_to_status).optional()?)
+        })
     }
 
     /// What was last observed about every plugin, ordered by plugin name.
     pub fn statuses(&self) -> Result<Vec<PluginStatusRecord>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {STATUS_COLUMNS} FROM local_status ORDER BY plugin"
-        ))?;
-        let rows = stmt.query_map([], row_to_status)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {STATUS_COLUMNS} FROM local_status ORDER BY plugin"
+            ))?;
+            let rows = stmt.query_map([], row_to_status)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     /// Sets a local-mode setting (the gateway's URL, ports, the supervisor's pid, …).
     pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO local_settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+        self.read(|conn| {
+            conn.execute(
+                "INSERT INTO local_settings (key, value, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (key) DO UPDATE SET
                  value = excluded.value,
                  updated_at = excluded.updated_at",
-            params![key, value, now()],
-        )?;
-        Ok(())
+                params![key, value, now()],
+            )?;
+            Ok(())
+        })
     }
 
     /// A local-mode setting, if set.
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT value FROM local_settings WHERE key = ?1")?;
-        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT value FROM local_settings WHERE key = ?1")?;
+            Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+        })
     }
 
     /// Removes a local-mode setting (nothing happens when it is not set).
     pub fn delete_setting(&self, key: &str) -> Result<()> {
-        let conn = self.lock();
-        conn.execute("DELETE FROM local_settings WHERE key = ?1", [key])?;
-        Ok(())
+        self.read(|conn| {
+            conn.execute("DELETE FROM local_settings WHERE key = ?1", [key])?;
+            Ok(())
+        })
     }
 
     /// SQLite's `PRAGMA data_version` for this store's connection: it changes when another
     /// connection (another process, or another [`Store`] on the same file) commits, and not
     /// on this store's own writes. Cheap enough to poll.
     pub fn data_version(&self) -> Result<u64> {
-        let conn = self.lock();
-        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        Ok(version.max(0) as u64)
+        self.read(|conn| {
+            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            Ok(version.max(0) as u64)
+        })
     }
 
     /// A counter that every desired-state write of this module (installing, updating,
@@ -486,15 +501,16 @@ impl Store {
     /// same transaction, whichever process made it. Revisions, statuses and settings do not
     /// move it.
     pub fn change_counter(&self) -> Result<u64> {
-        let conn = self.lock();
-        let counter: Option<i64> = conn
-            .query_row(
-                "SELECT counter FROM local_changes WHERE singleton = 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(counter.unwrap_or(0).max(0) as u64)
+        self.read(|conn| {
+            let counter: Option<i64> = conn
+                .query_row(
+                    "SELECT counter FROM local_changes WHERE singleton = 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(counter.unwrap_or(0).max(0) as u64)
+        })
     }
 }
 

@@ -139,10 +139,19 @@ impl Store {
     /// permissions of a file that already exists are left alone.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        Self::open_file(&path).map_err(|e| crate::fault::classify(&path, e))
+    }
+
+    fn open_file(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Directory {
                 path: dir.to_path_buf(),
-                source,
+                reason: if dir.is_file() {
+                    "it is a file, not a directory".into()
+                } else {
+                    source.to_string()
+                },
             })?;
         }
         let created = create_private(&path)?;
@@ -181,7 +190,7 @@ impl Store {
 
     /// The schema version of the file.
     pub fn schema_version(&self) -> Result<u32> {
-        current_version(&self.lock())
+        self.read(current_version)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -195,69 +204,77 @@ impl Store {
     /// `f` reads cannot change before it writes.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let run = |conn: &mut Connection| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run(&mut conn).map_err(|e| crate::fault::classify(&self.path, e))
+    }
+
+    /// Runs `f` on the connection; a fault of the file (damaged, locked, disk full, no
+    /// access) comes back as an error naming it.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.lock()).map_err(|e| crate::fault::classify(&self.path, e))
     }
 
     /// Seals `events` onto the chain, in order, in one transaction, and returns them sealed.
     /// Safe with several processes writing the same file: the chain head is read and
     /// advanced under SQLite's write lock.
     pub fn append_audit(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEvent>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let head: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT seq, hash FROM audit_head WHERE singleton = 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let mut chain = match head {
-            Some((seq, hash)) => AuditChain::resume(seq.max(0) as u64, hash),
-            None => AuditChain::new(),
-        };
-        let mut sealed = Vec::with_capacity(events.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO audit_events
+        self.write(|tx| {
+            let head: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT seq, hash FROM audit_head WHERE singleton = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let mut chain = match head {
+                Some((seq, hash)) => AuditChain::resume(seq.max(0) as u64, hash),
+                None => AuditChain::new(),
+            };
+            let mut sealed = Vec::with_capacity(events.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO audit_events
                  (seq, id, time, actor, plugin, type, details, risk_score, outcome, prev_hash, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            for event in events {
-                let e = chain.seal(event);
-                insert.execute(params![
-                    e.seq as i64,
-                    e.id,
-                    e.time,
-                    e.actor,
-                    e.plugin,
-                    e.type_,
-                    serde_json::to_string(&e.details)?,
-                    e.risk_score,
-                    e.outcome,
-                    e.prev_hash,
-                    e.hash,
-                ])?;
-                sealed.push(e);
+                )?;
+                for event in events {
+                    let e = chain.seal(event);
+                    insert.execute(params![
+                        e.seq as i64,
+                        e.id,
+                        e.time,
+                        e.actor,
+                        e.plugin,
+                        e.type_,
+                        serde_json::to_string(&e.details)?,
+                        e.risk_score,
+                        e.outcome,
+                        e.prev_hash,
+                        e.hash,
+                    ])?;
+                    sealed.push(e);
+                }
             }
-        }
-        tx.execute(
-            "INSERT INTO audit_head (singleton, seq, hash) VALUES (1, ?1, ?2)
+            tx.execute(
+                "INSERT INTO audit_head (singleton, seq, hash) VALUES (1, ?1, ?2)
              ON CONFLICT (singleton) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            params![chain.seq() as i64, chain.last_hash()],
-        )?;
-        tx.commit()?;
-        Ok(sealed)
+                params![chain.seq() as i64, chain.last_hash()],
+            )?;
+            Ok(sealed)
+        })
     }
 
     /// Records matching `query`, oldest first.
     pub fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
-        let conn = self.lock();
-        let since = query.since.map(format_time);
-        let mut stmt = conn.prepare_cached(
-            "SELECT * FROM (
+        self.read(|conn| {
+            let since = query.since.map(format_time);
+            let mut stmt = conn.prepare_cached(
+                "SELECT * FROM (
                 SELECT seq, id, time, actor, plugin, type, details, risk_score, outcome,
                        prev_hash, hash, position
                 FROM audit_events
@@ -267,39 +284,41 @@ impl Store {
                 ORDER BY position DESC
                 LIMIT ?4
              ) ORDER BY position ASC",
-        )?;
-        let limit = query.limit.map_or(-1i64, i64::from);
-        let rows = stmt.query_map(
-            params![query.plugin, query.type_, since, limit],
-            row_to_event,
-        )?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            )?;
+            let limit = query.limit.map_or(-1i64, i64::from);
+            let rows = stmt.query_map(
+                params![query.plugin, query.type_, since, limit],
+                row_to_event,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     /// Walks the whole chain in storage order; see [`verify_chain`].
     pub fn verify_audit(&self) -> Result<ChainReport> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT seq, id, time, actor, plugin, type, details, risk_score, outcome,
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, id, time, actor, plugin, type, details, risk_score, outcome,
                     prev_hash, hash, position
              FROM audit_events ORDER BY position ASC",
-        )?;
-        let events = stmt
-            .query_map([], row_to_event)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let head = conn
-            .query_row(
-                "SELECT seq, hash FROM audit_head WHERE singleton = 1",
-                [],
-                |r| {
-                    Ok(ChainHead {
-                        seq: r.get::<_, i64>(0)?.max(0) as u64,
-                        hash: r.get(1)?,
-                    })
-                },
-            )
-            .optional()?;
-        Ok(verify_chain(&events, head.as_ref()))
+            )?;
+            let events = stmt
+                .query_map([], row_to_event)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let head = conn
+                .query_row(
+                    "SELECT seq, hash FROM audit_head WHERE singleton = 1",
+                    [],
+                    |r| {
+                        Ok(ChainHead {
+                            seq: r.get::<_, i64>(0)?.max(0) as u64,
+                            hash: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()?;
+            Ok(verify_chain(&events, head.as_ref()))
+        })
     }
 
     /// Runs `f` on the raw connection. For migrations of other crates' tables and for tests
@@ -308,7 +327,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        Ok(f(&self.lock())?)
+        self.read(|conn| Ok(f(conn)?))
     }
 }
 
@@ -330,6 +349,17 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
     })
 }
 
+fn has_schema_table(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 fn current_version(conn: &Connection) -> Result<u32> {
     let version: Option<u32> = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
@@ -339,7 +369,7 @@ fn current_version(conn: &Connection) -> Result<u32> {
 }
 
 /// How long a statement waits for another process's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates `path` empty with mode `0600` unless it exists; true when it was created.
 /// SQLite takes an empty file for a new database and gives its `-wal` and `-shm` files the
@@ -394,6 +424,20 @@ fn restrict_permissions(_path: &Path) -> Result<()> {
 
 /// Applies the migrations up to schema version `target` (at most [`SCHEMA_VERSION`]).
 fn migrate(conn: &mut Connection, target: u32) -> Result<()> {
+    // A store that is up to date is only read, so opening it does not wait for (or fail on)
+    // another process's write lock.
+    if has_schema_table(conn)? {
+        let current = current_version(conn)?;
+        if current > SCHEMA_VERSION {
+            return Err(Error::NewerSchema {
+                found: current,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if current >= target {
+            return Ok(());
+        }
+    }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
             version    INTEGER PRIMARY KEY,

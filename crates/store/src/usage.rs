@@ -86,26 +86,27 @@ impl Store {
     /// Per plugin, kind and item: the uses on the days from `since`'s UTC day on (whole
     /// days: the buckets are days), with the last use. Sorted by plugin, kind, item.
     pub fn usage_since(&self, since: Timestamp) -> Result<Vec<UsageRow>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT plugin, kind, item, max(day), sum(count), max(last_used)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT plugin, kind, item, max(day), sum(count), max(last_used)
              FROM usage_days WHERE day >= ?1
              GROUP BY plugin, kind, item
              ORDER BY plugin, kind, item",
-        )?;
-        let rows = stmt
-            .query_map([utc_day(since)], |r| {
-                Ok(UsageRow {
-                    plugin: r.get(0)?,
-                    kind: r.get(1)?,
-                    item: r.get(2)?,
-                    day: r.get(3)?,
-                    count: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
-                    last_used: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+            )?;
+            let rows = stmt
+                .query_map([utc_day(since)], |r| {
+                    Ok(UsageRow {
+                        plugin: r.get(0)?,
+                        kind: r.get(1)?,
+                        item: r.get(2)?,
+                        day: r.get(3)?,
+                        count: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
+                        last_used: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
     }
 }
 

@@ -91,13 +91,21 @@ fn open(path: Option<&Path>, state: &super::local::StateArgs) -> anyhow::Result<
             &default
         }
     };
-    if !path.exists() {
+    // `exists()` would say "no store" for a file this user may not see; only NotFound is.
+    if let Err(e) = std::fs::metadata(path)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
         bail!(
             "no store at {} (set --store or BERTH_STORE to the file the gateway writes)",
             path.display()
         );
     }
-    Store::open(path).with_context(|| format!("cannot open {}", path.display()))
+    match Store::open(path) {
+        Ok(store) => Ok(store),
+        // A fault names the file and the fix already.
+        Err(e) if e.is_file_fault() => Err(e.into()),
+        Err(e) => Err(e).with_context(|| format!("cannot open {}", path.display())),
+    }
 }
 
 fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {

@@ -51,14 +51,21 @@ impl StateDir {
         Self::create(path)
     }
 
-    /// `path`, created if needed.
+    /// `path`, created if needed. A path that is a file, or a directory this user may not
+    /// list or create files in, is refused here, before any command touches it, with an
+    /// error naming the directory and the fix.
     pub fn create(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
-        std::fs::create_dir_all(&path).map_err(|source| ControlError::CreateStateDir {
-            path: path.clone(),
-            source,
-        })?;
+        if let Err(source) = std::fs::create_dir_all(&path) {
+            let reason = if path.is_file() {
+                "it is a file, not a directory".into()
+            } else {
+                format!("cannot create it: {source}")
+            };
+            return Err(berth_store::Error::Directory { path, reason }.into());
+        }
         let path = path.canonicalize().unwrap_or(path);
+        berth_store::check_directory(&path)?;
         Ok(Self { path })
     }
 
@@ -75,7 +82,14 @@ impl StateDir {
     /// Opens (creating and migrating) the store; each call is a connection of its own.
     pub fn open_store(&self) -> Result<Store> {
         let path = self.store_path();
-        Store::open(&path).map_err(|source| ControlError::OpenStore { path, source })
+        Store::open(&path).map_err(|source| {
+            if source.is_file_fault() {
+                // It names the file and the fix already.
+                ControlError::Store(source)
+            } else {
+                ControlError::OpenStore { path, source }
+            }
+        })
     }
 
     /// The admin token's file, `admin.token`.
@@ -185,6 +199,27 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(state.ensure_admin_token().unwrap(), token);
         assert_eq!(state.admin_token().unwrap(), token);
+    }
+
+    #[test]
+    fn a_file_is_refused_as_state_directory_naming_it_and_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("state");
+        std::fs::write(&file, "").unwrap();
+        for path in [file.clone(), file.join("sub")] {
+            let error = StateDir::create(&path).unwrap_err();
+            assert_eq!(error.metric_label(), "store");
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "cannot use the state directory {}",
+                    path.display()
+                )),
+                "{message}"
+            );
+            assert!(message.contains("BERTH_STATE_DIR"), "{message}");
+        }
+        assert!(StateDir::create(tmp.path().join("fresh")).is_ok());
     }
 
     #[test]
