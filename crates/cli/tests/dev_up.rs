@@ -718,3 +718,84 @@ fn killed_or_removed_gateway_container_comes_back_without_a_manual_step() {
     }
     assert!(audit.contains("downtimeMs"), "{audit}");
 }
+
+#[test]
+fn dev_down_then_up_brings_back_the_same_revision_and_commands_wait_for_the_fresh_state() {
+    if !docker_or_skip(
+        "dev_down_then_up_brings_back_the_same_revision_and_commands_wait_for_the_fresh_state",
+    ) {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&["examples/calculator.yaml"]);
+    let first = dev.status("calculator");
+    let revision = first["status"]["serving_revision"].clone();
+    let revisions = first["revisions"].as_array().unwrap().len();
+    dev.kill();
+    dev.ok(&["dev", "down"]);
+    // What `dev down` removed is not shown as running.
+    let down = dev.status("calculator");
+    assert_eq!(down["status"]["phase"], "Stopped", "{down}");
+    assert_eq!(down["revisions"][0]["state"], "Stopped", "{down}");
+
+    for cycle in 1..=2 {
+        // `dev up` again, and at once `berth install` of the unchanged manifest, as a user
+        // in a second terminal would.
+        let log = std::fs::File::create(dev.dir().join(format!("dev-up-{cycle}.log"))).unwrap();
+        let mut up = Command::new(BERTH)
+            .args(["dev", "up", "--port", "0", "--no-build"])
+            .env("BERTH_STATE_DIR", dev.dir())
+            .env("CARGO_TARGET_DIR", target_dir())
+            .current_dir(repo())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = dev.plugin("calculator");
+            if p["phase"] != "Stopped" {
+                // Starting is shown as such, not as stopped.
+                assert!(
+                    matches!(p["phase"].as_str(), Some("Pending" | "Deploying" | "Ready")),
+                    "cycle {cycle}: {p}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "cycle {cycle}: still {p}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = dev.berth(&["install", "examples/calculator.yaml"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && text.contains("unchanged")
+                && text.contains("calculator: Ready"),
+            "cycle {cycle}: the command waits for the state it asked for: {}",
+            support::describe_output(&out)
+        );
+        let status = dev.status("calculator");
+        assert_eq!(
+            status["status"]["phase"], "Ready",
+            "cycle {cycle}: {status}"
+        );
+        assert_eq!(
+            status["status"]["serving_revision"], revision,
+            "cycle {cycle}: the same revision: {status}"
+        );
+        assert_eq!(
+            status["revisions"].as_array().unwrap().len(),
+            revisions,
+            "cycle {cycle}: no identical revision minted: {status}"
+        );
+        dev.invoke(
+            "calculator",
+            "evaluate",
+            &serde_json::json!({"expression": "2*21"}),
+        );
+        dev.ok(&["dev", "down"]);
+        let _ = up.wait();
+        assert!(dev.leftovers().is_empty(), "{:?}", dev.leftovers());
+    }
+}

@@ -203,6 +203,23 @@ pub struct ObservationsWire {
     /// Resource readings, set in `berth_plugin_cpu_cores` and `berth_plugin_memory_bytes`.
     #[serde(default)]
     pub usage: Vec<UsageWire>,
+    /// Local mode's supervisor: outages of the gateway container and of the Docker Engine
+    /// since `berth dev up` started, set in the `berth_local_*` gauges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<SupervisorWire>,
+}
+
+/// What local mode's supervisor counted since `berth dev up` started. Totals, not
+/// increments, so a gateway that restarted (and lost its counters) shows them right.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SupervisorWire {
+    /// Times the gateway container was started or created again.
+    pub gateway_restarts: u64,
+    /// Seconds the gateway container was not serving, summed over its outages.
+    pub gateway_down_seconds: f64,
+    /// Times the Docker Engine stopped answering.
+    pub engine_outages: u64,
 }
 
 /// One restart of a plugin instance.
@@ -241,7 +258,10 @@ pub struct UsageWire {
 impl ObservationsWire {
     /// True when there is nothing to record.
     pub fn is_empty(&self) -> bool {
-        self.restarts.is_empty() && self.cold_starts.is_empty() && self.usage.is_empty()
+        self.restarts.is_empty()
+            && self.cold_starts.is_empty()
+            && self.usage.is_empty()
+            && self.supervisor.is_none()
     }
 
     /// Checks every value before any is recorded, so a bad report changes nothing. The
@@ -280,6 +300,17 @@ impl ObservationsWire {
                     format!("{} is not a non-negative number of cores", u.cpu_cores),
                 ));
             }
+        }
+        if let Some(s) = &self.supervisor
+            && (!s.gateway_down_seconds.is_finite() || s.gateway_down_seconds < 0.0)
+        {
+            return Err(bad(
+                "supervisor.gatewayDownSeconds".into(),
+                format!(
+                    "{} is not a non-negative number of seconds",
+                    s.gateway_down_seconds
+                ),
+            ));
         }
         Ok(())
     }
@@ -492,5 +523,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(field(o), "usage[0].cpuCores");
+        for seconds in [-1.0, f64::NAN, f64::INFINITY] {
+            let o = ObservationsWire {
+                supervisor: Some(SupervisorWire {
+                    gateway_down_seconds: seconds,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            assert_eq!(field(o), "supervisor.gatewayDownSeconds");
+        }
+        let ok = ObservationsWire {
+            supervisor: Some(SupervisorWire {
+                gateway_restarts: 2,
+                gateway_down_seconds: 3.5,
+                engine_outages: 1,
+            }),
+            ..Default::default()
+        };
+        assert!(ok.check().is_ok() && !ok.is_empty());
+        let text = serde_json::to_string(&ok).unwrap();
+        assert!(text.contains(r#""gatewayDownSeconds":3.5"#), "{text}");
     }
 }

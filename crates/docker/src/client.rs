@@ -75,6 +75,15 @@ impl DockerClient {
         Ok(Self { docker })
     }
 
+    /// Whether the engine answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.docker
+            .ping()
+            .await
+            .map(drop)
+            .map_err(|e| Error::from_engine("ping", "the engine", e))
+    }
+
     /// The underlying bollard client, for operations this wrapper does not cover yet.
     pub fn bollard(&self) -> &Docker {
         &self.docker

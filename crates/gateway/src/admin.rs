@@ -198,6 +198,9 @@ async fn observe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<R
     for u in observations.usage.iter().filter(|u| known(&u.plugin)) {
         metrics.set_usage(&u.plugin, u.cpu_cores, u.memory_bytes);
     }
+    if let Some(report) = &observations.supervisor {
+        metrics.set_local(report);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

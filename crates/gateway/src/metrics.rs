@@ -6,11 +6,13 @@
 //! `POST /v1/admin/observations`.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use berth_contract::wire::SupervisorWire;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets (seconds) fine enough near the bottom for sub-millisecond plugins.
@@ -58,6 +60,18 @@ pub struct Metrics {
     pub egress_bytes: IntCounterVec,
     /// `berth_egress_connect_seconds{plugin}`: resolution and connection to a destination.
     pub egress_connect: HistogramVec,
+    /// The `berth_local_*` gauges, registered when local mode's supervisor first reports
+    /// (a gateway in a cluster never exports them).
+    local: Arc<OnceLock<LocalGauges>>,
+}
+
+/// What local mode's supervisor reports about outages, as totals since `berth dev up`
+/// started.
+#[derive(Clone, Debug)]
+struct LocalGauges {
+    gateway_restarts: IntGauge,
+    gateway_down_seconds: Gauge,
+    engine_outages: IntGauge,
 }
 
 impl Default for Metrics {
@@ -188,7 +202,44 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ),
             registry,
+            local: Arc::default(),
         }
+    }
+
+    /// Sets the `berth_local_*` gauges from local mode's supervisor, registering them on
+    /// its first report.
+    pub fn set_local(&self, report: &SupervisorWire) {
+        let gauges = self.local.get_or_init(|| {
+            let int_gauge = |name: &str, help: &str| {
+                let g = IntGauge::new(name, help).expect("valid metric");
+                // Only here, once: the names are not registered yet.
+                let _ = self.registry.register(Box::new(g.clone()));
+                g
+            };
+            let gateway_down_seconds = Gauge::new(
+                "berth_local_gateway_down_seconds",
+                "Seconds the gateway container was not serving since `berth dev up` started, summed over its outages.",
+            )
+            .expect("valid metric");
+            let _ = self
+                .registry
+                .register(Box::new(gateway_down_seconds.clone()));
+            LocalGauges {
+                gateway_restarts: int_gauge(
+                    "berth_local_gateway_restarts",
+                    "Times local mode's supervisor started or created the gateway container again since `berth dev up` started.",
+                ),
+                gateway_down_seconds,
+                engine_outages: int_gauge(
+                    "berth_local_engine_outages",
+                    "Times the Docker Engine stopped answering local mode's supervisor since `berth dev up` started.",
+                ),
+            }
+        });
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauges.gateway_restarts.set(int(report.gateway_restarts));
+        gauges.gateway_down_seconds.set(report.gateway_down_seconds);
+        gauges.engine_outages.set(int(report.engine_outages));
     }
 
     /// The registry, to add more collectors or to gather.

@@ -11,11 +11,11 @@ use anyhow::{Context, anyhow, bail};
 use berth_api::{Manifest, Plugin, RiskTier};
 use berth_docker::control::{InstallChange, LocalControl, StateDir, current_user};
 use berth_docker::supervisor::{
-    GATEWAY_URL_SETTING, Notice, STOP_SETTING, Supervisor, SupervisorConfig,
+    GATEWAY_URL_SETTING, Notice, OBSERVED_SETTING, STOP_SETTING, Supervisor, SupervisorConfig,
 };
 use berth_docker::{DockerClient, Instance};
-use berth_store::Store;
 use berth_store::audit::types;
+use berth_store::{PluginStatusRecord, Store};
 use serde_json::json;
 
 use super::local::StateArgs;
@@ -246,6 +246,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let store = state.open_store()?;
+    // What the last supervisor acted on says nothing about this one: a command waits for
+    // this supervisor's first pass, not for a status `dev down` left behind.
+    store.delete_setting(OBSERVED_SETTING)?;
+    let starting = Starting::mark(state.open_store()?)?;
     // Dependencies over what will be installed: a cycle or unsatisfiable range stops here.
     let mut all: BTreeMap<String, (Plugin, String)> = BTreeMap::new();
     for inst in store.plugins()? {
@@ -393,7 +397,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         });
         let supervisor = match Supervisor::start(docker.clone(), store.clone(), config, tx).await {
-            Ok(s) => s,
+            Ok(s) => {
+                starting.started();
+                s
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -416,6 +423,60 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
     drop(lock);
     Ok(code)
+}
+
+/// While `dev up` starts, plugins that `dev down` left `Stopped` are shown `Pending`
+/// (starting); when it gives up before its supervisor runs, they are `Stopped` again.
+struct Starting {
+    store: Store,
+    stopped: Vec<PluginStatusRecord>,
+    started: bool,
+}
+
+impl Starting {
+    const REASON: &str = "`berth dev up` is starting";
+
+    fn mark(store: Store) -> anyhow::Result<Self> {
+        let stopped: Vec<PluginStatusRecord> = store
+            .statuses()?
+            .into_iter()
+            .filter(|s| s.phase == "Stopped")
+            .collect();
+        for s in &stopped {
+            store.set_status(&PluginStatusRecord {
+                phase: "Pending".into(),
+                reason: Some(Self::REASON.into()),
+                updated_at: berth_store::format_time(jiff::Timestamp::now()),
+                ..s.clone()
+            })?;
+        }
+        Ok(Self {
+            store,
+            stopped,
+            started: false,
+        })
+    }
+
+    /// The supervisor runs: it sets every status from now on.
+    fn started(mut self) {
+        self.started = true;
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if self.started {
+            return;
+        }
+        for s in &self.stopped {
+            // Only what this start marked, and only if nothing else has written it since.
+            if let Ok(Some(now)) = self.store.status(&s.plugin)
+                && now.reason.as_deref() == Some(Self::REASON)
+            {
+                let _ = self.store.set_status(s);
+            }
+        }
+    }
 }
 
 fn build_plugin(dir: &Path) -> anyhow::Result<ExitCode> {
@@ -566,7 +627,22 @@ pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     };
     store.delete_setting(GATEWAY_URL_SETTING)?;
     store.delete_setting(STOP_SETTING)?;
+    store.delete_setting(OBSERVED_SETTING)?;
     for s in store.statuses()? {
+        // Revisions that ran are gone with their containers: say so (the next `dev up`
+        // brings the newest back under its number instead of minting an identical one).
+        for r in store.revisions(&s.plugin)? {
+            if matches!(r.state.as_str(), "Ready" | "Starting") {
+                store.update_revision(
+                    &s.plugin,
+                    r.revision,
+                    "Stopped",
+                    Some("`berth dev down`"),
+                    None,
+                    None,
+                )?;
+            }
+        }
         store.set_status(&berth_store::PluginStatusRecord {
             phase: "Stopped".into(),
             reason: Some("`berth dev down`".into()),

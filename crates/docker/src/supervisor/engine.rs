@@ -18,6 +18,8 @@ use crate::{
 /// The engine operations the supervisor uses. Each has the meaning of the
 /// [`DockerClient`] method of the same name.
 pub trait Engine: Clone + Send + Sync + 'static {
+    /// Whether the engine answers.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
     /// Container events of `instance`, as [`DockerClient::events`].
     fn events(&self, instance: &Instance) -> BoxStream<'static, Result<ContainerEvent>>;
     /// The containers of `instance`.
@@ -104,6 +106,10 @@ pub trait Engine: Clone + Send + Sync + 'static {
 
 // Inherent methods win over trait methods of the same name, so each body calls the client.
 impl Engine for DockerClient {
+    async fn ping(&self) -> Result<()> {
+        DockerClient::ping(self).await
+    }
+
     fn events(&self, instance: &Instance) -> BoxStream<'static, Result<ContainerEvent>> {
         DockerClient::events(self, instance).boxed()
     }

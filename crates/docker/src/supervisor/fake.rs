@@ -55,6 +55,8 @@ pub(super) struct FakeState {
     pub pushed: Vec<Value>,
     /// Observations the gateway received.
     pub observed: Vec<Value>,
+    /// The engine does not answer pings (it is restarting).
+    pub engine_down: bool,
     next: u32,
 }
 
@@ -132,6 +134,15 @@ impl FakeEngine {
 }
 
 impl Engine for FakeEngine {
+    async fn ping(&self) -> Result<()> {
+        if self.state().engine_down {
+            return Err(Error::Unreachable {
+                source: bollard::errors::Error::SocketNotFoundError("fake engine down".into()),
+            });
+        }
+        Ok(())
+    }
+
     fn events(&self, _instance: &Instance) -> BoxStream<'static, Result<ContainerEvent>> {
         // Tests deliver events by calling the supervisor directly.
         futures::stream::pending().boxed()

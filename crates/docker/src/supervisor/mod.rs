@@ -12,6 +12,7 @@
 mod adopt;
 mod crash;
 pub mod engine;
+mod engine_outage;
 pub mod gateway;
 mod outage;
 pub mod plan;
@@ -212,6 +213,10 @@ pub struct Supervisor<E: Engine = DockerClient> {
     leftovers: BTreeMap<String, (Instant, u32)>,
     /// The store's data version when last read ([`Store::data_version`]).
     last_data_version: u64,
+    /// Set while the Docker Engine does not answer.
+    engine: Option<engine_outage::EngineOutage>,
+    /// Times the Docker Engine stopped answering since the start.
+    engine_outages: u64,
 }
 
 impl<E: Engine> Supervisor<E> {
@@ -266,6 +271,8 @@ impl<E: Engine> Supervisor<E> {
             next_grant_expiry: None,
             leftovers: BTreeMap::new(),
             last_data_version: 0,
+            engine: None,
+            engine_outages: 0,
         };
         me.write_gateway_status();
         me.adopt().await?;
@@ -294,32 +301,46 @@ impl<E: Engine> Supervisor<E> {
         ));
         let mut periodic = tokio::time::interval(Duration::from_secs(10));
         self.reconcile().await;
+        self.report_outages().await;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                event = events.next() => match event {
+                event = events.next(), if self.engine.is_none() => match event {
                     Some(Ok(event)) => self.on_event(event).await,
-                    Some(Err(e)) => {
-                        self.notice(None, format!("Docker events stream failed ({e}); reconnecting"));
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        events = self.docker.events(&self.instance);
-                        self.reconcile().await;
-                    }
-                    None => {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        events = self.docker.events(&self.instance);
+                    other => {
+                        let why = match other {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "the events stream ended".to_owned(),
+                        };
+                        // A hiccup of the stream while the engine answers: watch again and
+                        // read the state, since events may have been missed. Otherwise the
+                        // engine is gone; the tick asks it again.
+                        if self.events_lost(&why).await {
+                            self.notice(None, format!("Docker events stream failed ({why}); reconnecting"));
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            events = self.docker.events(&self.instance);
+                            self.reconcile().await;
+                        }
                     }
                 },
                 _ = tick.tick() => {
                     // Commands write from other connections; nothing to read until one has.
-                    if self.store_moved() {
-                        if self.stop_requested() {
-                            self.notice(None, "stopping: `berth dev down` asked for it".into());
-                            break;
+                    let moved = self.store_moved();
+                    if moved && self.stop_requested() {
+                        self.notice(None, "stopping: `berth dev down` asked for it".into());
+                        break;
+                    }
+                    if self.engine.is_some() {
+                        // Nothing can be done without the engine; changes are read when it
+                        // is back.
+                        if self.engine_answers(Instant::now()).await {
+                            events = self.docker.events(&self.instance);
+                            self.engine_back().await;
                         }
-                        if self.store_changed() {
-                            self.reconcile().await;
-                        }
+                        continue;
+                    }
+                    if moved && self.store_changed() {
+                        self.reconcile().await;
                     }
                     if self.next_grant_expiry.is_some_and(|at| at <= Timestamp::now()) {
                         // A grant lapsed: what it allowed stops now, for running plugins
@@ -332,7 +353,7 @@ impl<E: Engine> Supervisor<E> {
                         self.push().await;
                     }
                 }
-                _ = periodic.tick() => self.reconcile().await,
+                _ = periodic.tick(), if self.engine.is_none() => self.reconcile().await,
             }
         }
         sampler.abort();

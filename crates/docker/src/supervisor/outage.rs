@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use berth_api::Phase;
+use berth_contract::wire::{ObservationsWire, SupervisorWire};
 use berth_store::AuditEvent;
 use berth_store::audit::types;
 use jiff::Timestamp;
@@ -34,6 +35,8 @@ pub(super) struct GatewayHealth {
     pub started: Option<Instant>,
     /// Restarts and re-creations since `berth dev up` started.
     pub restarts: u32,
+    /// Time not serving, summed over the outages that ended.
+    pub down_total: Duration,
 }
 
 /// One period during which the gateway container was not serving.
@@ -151,6 +154,12 @@ impl<E: Engine> Supervisor<E> {
         if self.gateway.down.is_none() || !self.gateway.restart.take_due(now) {
             return;
         }
+        self.restart_gateway_now().await;
+    }
+
+    /// Starts the gateway container again (creates it when it is gone), now.
+    pub(super) async fn restart_gateway_now(&mut self) {
+        self.gateway.restart.cancel();
         let removed = self.gateway.down.as_ref().is_some_and(|o| o.removed);
         let started = if removed {
             Err(crate::Error::NotFound {
@@ -266,9 +275,11 @@ impl<E: Engine> Supervisor<E> {
         self.gateway.started = Some(Instant::now());
         self.gateway.restarts += 1;
         let downtime = outage.since.elapsed();
+        self.gateway.down_total += downtime;
         self.last_pushed.clear();
         self.push_pending = true;
         self.push().await;
+        self.report_outages().await;
         self.refresh_statuses();
         self.write_gateway_status();
         self.notice(
@@ -340,6 +351,19 @@ impl<E: Engine> Supervisor<E> {
         }
     }
 
+    /// The outages so far, for the gateway's `berth_local_*` gauges.
+    pub(super) async fn report_outages(&self) {
+        self.observe(ObservationsWire {
+            supervisor: Some(SupervisorWire {
+                gateway_restarts: u64::from(self.gateway.restarts),
+                gateway_down_seconds: self.gateway.down_total.as_secs_f64(),
+                engine_outages: self.engine_outages,
+            }),
+            ..Default::default()
+        })
+        .await;
+    }
+
     /// [`GATEWAY_STATUS_SETTING`] for `berth list` and `berth status`.
     pub(super) fn write_gateway_status(&self) {
         let value = match &self.gateway.down {
@@ -364,7 +388,7 @@ impl<E: Engine> Supervisor<E> {
             .set_setting(GATEWAY_STATUS_SETTING, &value.to_string());
     }
 
-    fn audit_gateway(&self, outcome: &str, details: Value) {
+    pub(super) fn audit_gateway(&self, outcome: &str, details: Value) {
         let event = AuditEvent::new(ACTOR, types::LIFECYCLE, outcome).details(details);
         if let Err(e) = self.store.append_audit(vec![event]) {
             self.notice(None, format!("cannot write the audit log: {e}"));

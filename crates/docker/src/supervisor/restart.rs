@@ -105,6 +105,14 @@ impl RestartState {
         }
     }
 
+    /// Schedules a restart at `at` that is not a failure of the plugin (the engine stopped
+    /// its container); nothing when it failed for good.
+    pub fn schedule(&mut self, at: Instant) {
+        if !self.failed {
+            self.restart_at = Some(at);
+        }
+    }
+
     /// Drops a scheduled restart (the revision stops serving).
     pub fn cancel(&mut self) {
         self.restart_at = None;

@@ -48,18 +48,27 @@ impl<E: Engine> Supervisor<E> {
     /// on failure the serving revision (if any) stays.
     pub(super) async fn deploy(&mut self, inst: &InstalledPlugin, plugin: Plugin, key: String) {
         let name = inst.name.clone();
-        let revision = match self.store.next_revision(&name) {
-            Ok(r) => r,
-            Err(e) => {
-                self.notice(Some(&name), format!("cannot number the revision: {e}"));
-                return;
-            }
-        };
         let had_serving = self
             .plugins
             .get(&name)
             .and_then(|r| r.serving.as_ref())
             .map(|s| s.revision);
+        // The same manifest and image brought back after `dev down`: the same revision,
+        // not an identical new one.
+        let again = match had_serving {
+            None => self.stopped_revision(&name, &key),
+            Some(_) => None,
+        };
+        let revision = match again {
+            Some(r) => r,
+            None => match self.store.next_revision(&name) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.notice(Some(&name), format!("cannot number the revision: {e}"));
+                    return;
+                }
+            },
+        };
         if had_serving.is_none() {
             self.set_phase(
                 &name,
@@ -79,7 +88,13 @@ impl<E: Engine> Supervisor<E> {
             created_at: berth_store::format_time(Timestamp::now()),
             ready_at: None,
         };
-        let _ = self.store.insert_revision(&record);
+        if again.is_some() {
+            let _ = self
+                .store
+                .update_revision(&name, revision, "Starting", None, None, None);
+        } else {
+            let _ = self.store.insert_revision(&record);
+        }
         let started = Instant::now();
         let outcome = self.start_revision(inst, &plugin, revision, &key).await;
         match outcome {
@@ -195,6 +210,14 @@ impl<E: Engine> Supervisor<E> {
                 }
             }
         }
+    }
+
+    /// The newest revision of `name`, when it runs `key` and `dev down` stopped it. (A
+    /// plugin disabled and enabled again gets a fresh revision: the record says it was
+    /// started afresh on purpose.)
+    fn stopped_revision(&self, name: &str, key: &str) -> Option<u64> {
+        let newest = self.store.revisions(name).ok()?.into_iter().next()?;
+        (newest.manifest_sha256 == key && newest.state == "Stopped").then_some(newest.revision)
     }
 
     /// Creates and starts revision `revision`, waits until it is ready; on failure removes

@@ -652,3 +652,119 @@ async fn removed_plugin_container_is_replaced_by_a_new_revision() {
     assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((3, true)));
     assert_eq!(phase(&sup).0, Some(Phase::Ready), "{:?}", phase(&sup));
 }
+
+#[tokio::test]
+async fn a_restarted_engine_brings_back_the_gateway_and_the_same_revision() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    let id = serving(&sup).unwrap().2;
+    let pushes = h.engine.state().pushed.len();
+
+    // The engine stops: every container with it, then the API.
+    {
+        let mut s = h.engine.state();
+        s.engine_down = true;
+        for c in &mut s.containers {
+            c.running = false;
+        }
+    }
+    sup.engine_lost("the events stream ended").await;
+    let status = h.gateway_status();
+    assert_eq!(status["state"], "down", "{status}");
+    assert_eq!(status["reason"], "the Docker Engine is unreachable");
+    let (p, reason) = h.stored_phase();
+    assert_eq!(p, "Degraded");
+    assert!(reason.contains("Docker Engine is unreachable"), "{reason}");
+    // Asking again does nothing while it does not answer.
+    assert!(
+        !sup.engine_answers(Instant::now() + Duration::from_secs(10))
+            .await
+    );
+
+    // Back: its restart policy started the gateway container; the plugin's stays stopped.
+    {
+        let mut s = h.engine.state();
+        s.engine_down = false;
+        let gateway = h.instance().gateway_container_name();
+        for c in &mut s.containers {
+            c.running = c.name == gateway;
+        }
+    }
+    assert!(
+        sup.engine_answers(Instant::now() + Duration::from_secs(10))
+            .await
+    );
+    sup.engine_back().await;
+
+    assert_eq!(h.gateway_status()["state"], "up");
+    assert_eq!(h.stored_phase(), ("Ready".to_owned(), String::new()));
+    // The same container started again: no new revision, no second container.
+    assert_eq!(serving(&sup), Some((1, true, id)));
+    assert_eq!(h.calls(&format!("start {}", h.container(1))).len(), 1);
+    assert_eq!(h.calls("run ").len(), 2, "{:?}", h.calls("run "));
+    assert!(h.engine.state().pushed.len() > pushes);
+    let entry = h.last_pushed().plugins.remove(0);
+    assert_eq!((entry.revision, entry.phase), (1, Phase::Ready));
+    let actions = h.audit_actions();
+    for action in [
+        "engine-lost",
+        "gateway-stopped",
+        "engine-back",
+        "gateway-restarted",
+    ] {
+        assert!(actions.iter().any(|a| a == action), "{action}: {actions:?}");
+    }
+    // The totals for the gateway's `berth_local_*` gauges.
+    let report = h
+        .engine
+        .state()
+        .observed
+        .iter()
+        .rev()
+        .find_map(|o| o.get("supervisor").cloned())
+        .expect("a supervisor report");
+    assert_eq!(report["engineOutages"], 1, "{report}");
+    assert_eq!(report["gatewayRestarts"], 1, "{report}");
+    assert!(
+        report["gatewayDownSeconds"].as_f64().unwrap() >= 0.0,
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_plugin_brought_back_after_dev_down_keeps_its_revision() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    {
+        let mut sup = h.start().await;
+        sup.reconcile().await;
+        assert_eq!(serving(&sup).map(|s| s.0), Some(1));
+    }
+    // `berth dev down`: the containers go, the revision is recorded as stopped.
+    h.engine.state().containers.retain(|c| {
+        c.labels
+            .get(crate::instance::ROLE_LABEL)
+            .map(String::as_str)
+            != Some("plugin")
+    });
+    h.store
+        .update_revision("calc", 1, "Stopped", Some("`berth dev down`"), None, None)
+        .unwrap();
+
+    let mut sup = h.start().await;
+    sup.reconcile().await;
+    assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((1, true)));
+    let revisions = h.store.revisions("calc").unwrap();
+    assert_eq!(revisions.len(), 1, "{revisions:?}");
+    assert_eq!(revisions[0].state, "Ready");
+
+    // A changed manifest is a new revision all the same.
+    h.add_image("1.1.0", false);
+    h.install("1.1.0");
+    sup.reconcile().await;
+    assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((2, true)));
+}

@@ -245,7 +245,26 @@ async fn observations_show_in_metrics_and_pass_promtool() {
     .await;
 
     let text = h.get("/metrics", None).await.text;
+    assert!(
+        !text.contains("berth_local_"),
+        "no local-mode gauges before a supervisor reports"
+    );
+    // Local mode's supervisor reports its outage totals; each report replaces the last.
+    for (restarts, down) in [(1, 1.5), (3, 4.25)] {
+        let r = observe(
+            &h,
+            Some(ADMIN),
+            &json!({"supervisor": {"gatewayRestarts": restarts, "gatewayDownSeconds": down, "engineOutages": 1}}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    }
+
+    let text = h.get("/metrics", None).await.text;
     let value = |name: &str, labels: &[(&str, &str)]| metric_value(&text, name, labels);
+    assert_eq!(value("berth_local_gateway_restarts", &[]), 3.0);
+    assert_eq!(value("berth_local_gateway_down_seconds", &[]), 4.25);
+    assert_eq!(value("berth_local_engine_outages", &[]), 1.0);
     assert_eq!(
         value(
             "berth_plugin_restarts_total",
