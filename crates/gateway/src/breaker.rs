@@ -1,5 +1,10 @@
 //! A per-plugin circuit breaker: closed → open after N consecutive failures → half-open
 //! after a pause, where one probe decides between closed and open again.
+//!
+//! What it counts is about the instances the directory listed when the calls were made: when
+//! that set changes (the supervisor restarted a crashed container and saw it ready, or
+//! replaced an instance), the count and an open state are forgotten and outcomes of calls
+//! made before the change no longer count (decision 0058).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,12 +38,21 @@ enum State {
     HalfOpen { probing: bool },
 }
 
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// Fingerprint of the instances last seen in the directory (`None` before the first call).
+    instances: Option<u64>,
+    /// Bumped when the instances change; outcomes of calls admitted before are ignored.
+    generation: u64,
+}
+
 /// Counts consecutive failures of one plugin.
 #[derive(Debug)]
 pub struct CircuitBreaker {
     threshold: u32,
     open_for: Duration,
-    state: Mutex<State>,
+    inner: Mutex<Inner>,
 }
 
 /// Permission to make one call; report how it went with [`CircuitBreaker::record`].
@@ -57,17 +71,42 @@ impl CircuitBreaker {
         Self {
             threshold,
             open_for,
-            state: Mutex::new(State::Closed { failures: 0 }),
+            inner: Mutex::new(Inner {
+                state: State::Closed { failures: 0 },
+                instances: None,
+                generation: 0,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes the instances the directory lists now (a fingerprint, see
+    /// [`instances_fingerprint`]). When they differ from those seen before, the failures
+    /// counted against the old ones are forgotten: the breaker closes, and returns
+    /// `Some(Closed)` if it was open or half-open.
+    pub fn observe_instances(&self, instances: u64) -> Option<BreakerState> {
+        let mut inner = self.lock();
+        let before = inner.instances.replace(instances);
+        if before.is_none_or(|b| b == instances) {
+            return None;
+        }
+        inner.generation += 1;
+        let was_closed = matches!(inner.state, State::Closed { .. });
+        inner.state = State::Closed { failures: 0 };
+        (!was_closed && self.threshold > 0).then_some(BreakerState::Closed)
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
     }
 
     /// Lets a call through, or says how long until the next try.
     pub fn admit(&self, now: Instant) -> Result<Admission, Duration> {
-        let mut state = self.lock();
+        let mut inner = self.lock();
+        let state = &mut inner.state;
         match *state {
             State::Closed { .. } => Ok(Admission::Call),
             State::Open { until } if now < until => Err(until - now),
@@ -87,10 +126,26 @@ impl CircuitBreaker {
         success: bool,
         now: Instant,
     ) -> Option<BreakerState> {
+        self.record_in(admission, success, now, None)
+    }
+
+    /// [`CircuitBreaker::record`] for a call admitted in `generation` (`None`: any).
+    fn record_in(
+        &self,
+        admission: Admission,
+        success: bool,
+        now: Instant,
+        generation: Option<u64>,
+    ) -> Option<BreakerState> {
         if self.threshold == 0 {
             return None;
         }
-        let mut state = self.lock();
+        let mut inner = self.lock();
+        if generation.is_some_and(|g| g != inner.generation) {
+            // Made to instances that have been replaced since: it says nothing of these.
+            return None;
+        }
+        let state = &mut inner.state;
         match (admission, success, &mut *state) {
             (Admission::Probe, true, _) => {
                 *state = State::Closed { failures: 0 };
@@ -124,8 +179,8 @@ impl CircuitBreaker {
     /// Gives back an admission whose call never reached the plugin.
     pub fn release(&self, admission: Admission) {
         if admission == Admission::Probe {
-            let mut state = self.lock();
-            if let State::HalfOpen { probing } = &mut *state {
+            let mut inner = self.lock();
+            if let State::HalfOpen { probing } = &mut inner.state {
                 *probing = false;
             }
         }
@@ -133,7 +188,7 @@ impl CircuitBreaker {
 
     /// The current state.
     pub fn state(&self, now: Instant) -> BreakerState {
-        match *self.lock() {
+        match self.lock().state {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until } if now < until => BreakerState::Open,
             State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
@@ -147,22 +202,26 @@ impl CircuitBreaker {
 pub struct AdmissionGuard<'a> {
     breaker: &'a CircuitBreaker,
     admission: Option<Admission>,
+    generation: u64,
 }
 
 impl<'a> AdmissionGuard<'a> {
     /// Admits a call, or says how long until the next try.
     pub fn admit(breaker: &'a CircuitBreaker, now: Instant) -> Result<Self, Duration> {
+        let generation = breaker.generation();
         let admission = breaker.admit(now)?;
         Ok(Self {
             breaker,
             admission: Some(admission),
+            generation,
         })
     }
 
     /// Records the call's outcome; returns the new state when the breaker opened or closed.
     pub fn record(mut self, success: bool, now: Instant) -> Option<BreakerState> {
         let a = self.admission.take()?;
-        self.breaker.record(a, success, now)
+        self.breaker
+            .record_in(a, success, now, Some(self.generation))
     }
 }
 
@@ -172,6 +231,17 @@ impl Drop for AdmissionGuard<'_> {
             self.breaker.release(a);
         }
     }
+}
+
+/// A fingerprint of a plugin's instances (their addresses, in order) for
+/// [`CircuitBreaker::observe_instances`].
+pub fn instances_fingerprint<'a>(authorities: impl IntoIterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for a in authorities {
+        a.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -268,5 +338,42 @@ mod tests {
             fail(&b, t);
         }
         assert_eq!(b.state(t), BreakerState::Closed);
+    }
+
+    #[test]
+    fn replaced_instances_close_an_open_breaker() {
+        let b = CircuitBreaker::new(1, PAUSE);
+        let t = Instant::now();
+        let old = instances_fingerprint(["10.0.0.2:8080"]);
+        assert_eq!(b.observe_instances(old), None);
+        fail(&b, t);
+        assert_eq!(b.state(t), BreakerState::Open);
+        assert_eq!(b.observe_instances(old), None, "same instances: still open");
+        assert!(b.admit(t).is_err());
+        // The crashed container is out of the directory, then back (same address).
+        let none = instances_fingerprint([]);
+        assert_eq!(b.observe_instances(none), Some(BreakerState::Closed));
+        assert_eq!(b.observe_instances(old), None, "closed already");
+        assert_eq!(b.state(t), BreakerState::Closed);
+        assert_eq!(b.admit(t), Ok(Admission::Call));
+    }
+
+    #[test]
+    fn outcomes_of_calls_to_replaced_instances_do_not_count() {
+        let b = CircuitBreaker::new(2, PAUSE);
+        let t = Instant::now();
+        b.observe_instances(instances_fingerprint(["10.0.0.2:8080"]));
+        let late: Vec<_> = (0..3)
+            .map(|_| AdmissionGuard::admit(&b, t).unwrap())
+            .collect();
+        b.observe_instances(instances_fingerprint(["10.0.0.3:8080"]));
+        for call in late {
+            assert_eq!(call.record(false, t), None);
+        }
+        assert_eq!(b.state(t), BreakerState::Closed);
+        let call = AdmissionGuard::admit(&b, t).unwrap();
+        assert_eq!(call.record(false, t), None);
+        let call = AdmissionGuard::admit(&b, t).unwrap();
+        assert_eq!(call.record(false, t), Some(BreakerState::Open));
     }
 }

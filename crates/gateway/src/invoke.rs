@@ -238,6 +238,12 @@ async fn checked_call(
     started: Instant,
 ) -> Result<Answer, Failure> {
     let name = entry.name();
+    // A restarted or replaced instance is a new start for the breaker (decision 0058).
+    let instances =
+        crate::breaker::instances_fingerprint(entry.endpoints.iter().map(|e| e.authority()));
+    if let Some(state) = runtime.breaker.observe_instances(instances) {
+        note_breaker_change(gateway, entry, state);
+    }
     if entry.is_disabled() {
         return Err(Error::PluginDisabled(name.to_owned()).into());
     }
