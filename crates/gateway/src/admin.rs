@@ -79,7 +79,13 @@ const PROBE_MAX_ANSWER: usize = 1024 * 1024;
 
 async fn probe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response> {
     admin(gateway, headers, "/v1/admin/probe")?;
-    let body = read_body(headers, body, admin_limit(gateway)).await?;
+    let body = read_body(
+        headers,
+        body,
+        admin_limit(gateway),
+        gateway.inner.limits.body_read_timeout,
+    )
+    .await?;
     let wire: ProbeWire = decode(&body, "invalid_probe")?;
     let uri: http::Uri = wire.url.parse().map_err(|e| Error::BadRequest {
         code: "invalid_probe",
@@ -142,7 +148,13 @@ async fn push(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Resp
             None,
         ));
     };
-    let body = read_body(headers, body, admin_limit(gateway)).await?;
+    let body = read_body(
+        headers,
+        body,
+        admin_limit(gateway),
+        gateway.inner.limits.body_read_timeout,
+    )
+    .await?;
     let snapshot: SnapshotWire = decode(&body, INVALID_SNAPSHOT)?;
     let version = snapshot.version;
     // Refuse a stale snapshot before spending time checking its manifests; the check is
@@ -171,7 +183,13 @@ async fn push(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Resp
 
 async fn observe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response> {
     admin(gateway, headers, "/v1/admin/observations")?;
-    let body = read_body(headers, body, admin_limit(gateway)).await?;
+    let body = read_body(
+        headers,
+        body,
+        admin_limit(gateway),
+        gateway.inner.limits.body_read_timeout,
+    )
+    .await?;
     let observations: ObservationsWire = decode(&body, INVALID_OBSERVATIONS)?;
     observations.check()?;
     let snapshot = gateway.snapshot();

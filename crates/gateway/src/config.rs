@@ -97,6 +97,11 @@ pub struct Config {
     #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// A client must send a request's whole body within this long after its headers, or
+    /// gets 408 `body_timeout` and its connection is closed.
+    #[arg(long, env = "BERTH_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
     /// Client connections served at once on `--listen`; further ones wait in the listen
     /// backlog until one closes.
     #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 1024, value_parser = parse_capacity)]
@@ -236,6 +241,7 @@ impl Default for Config {
             audit_queue: crate::audit::DEFAULT_QUEUE_CAPACITY,
             audit_security_queue: crate::audit::DEFAULT_QUEUE_CAPACITY,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_body: 1024 * 1024,
             max_response_body: 8 * 1024 * 1024,

@@ -128,6 +128,12 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// The body did not arrive in time (`--body-read-timeout`).
+    #[error("the request body did not arrive within {} s", within.as_secs_f64())]
+    BodyTimeout {
+        /// The bound.
+        within: std::time::Duration,
+    },
     /// The plugin already has `maxConcurrency` invocations in flight.
     #[error("plugin {plugin} is at its concurrency limit ({limit})")]
     Saturated {
@@ -241,6 +247,7 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::Saturated { .. } | Error::TooManyTunnels { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::EgressUnreachable(_) => StatusCode::BAD_GATEWAY,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -273,6 +280,7 @@ impl Error {
             Error::SchemaViolation { .. } => "schema_violation",
             Error::BadRequest { code, .. } => code,
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::BodyTimeout { .. } => "body_timeout",
             Error::Saturated { .. } => "concurrency_limit",
             Error::CircuitOpen { .. } => "circuit_open",
             Error::DeadlineExceeded { .. } => "deadline_exceeded",

@@ -34,6 +34,7 @@ pub(crate) struct Limits {
     pub retries: u32,
     pub retry_backoff: Duration,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -257,6 +258,7 @@ impl Gateway {
             retries: config.retries,
             retry_backoff: config.retry_backoff,
             header_read_timeout: config.header_read_timeout,
+            body_read_timeout: config.body_read_timeout,
             max_connections: config.max_connections,
         };
         let boot = std::time::SystemTime::now()

@@ -200,7 +200,8 @@ async fn run(
     }
     let started = Instant::now();
     let overall = deadline_budget(headers, Duration::from_secs(3600))?;
-    let body = read_body(headers, body, gateway.inner.limits.max_body).await?;
+    let limits = &gateway.inner.limits;
+    let body = read_body(headers, body, limits.max_body, limits.body_read_timeout).await?;
     let mut envelope: Value =
         serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?;
     let Some(mut event) = envelope.get_mut("event").map(Value::take) else {

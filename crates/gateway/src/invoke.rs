@@ -263,7 +263,7 @@ async fn checked_call(
     }
     let budget = deadline_budget(headers, runtime.timeout)?;
     let limits = &gateway.inner.limits;
-    let body = read_body(headers, body, limits.max_body).await?;
+    let body = read_body(headers, body, limits.max_body, limits.body_read_timeout).await?;
     let input: Value =
         serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?;
     runtime.validate(name, capability, &input)?;
@@ -452,7 +452,12 @@ pub(crate) fn deadline_budget(headers: &HeaderMap, manifest: Duration) -> Result
 }
 
 /// Reads the body, refusing more than `limit` bytes (413).
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    within: Duration,
+) -> Result<Bytes> {
     let too_large = Error::PayloadTooLarge { limit };
     if let Some(length) = headers
         .get(header::CONTENT_LENGTH)
@@ -462,7 +467,12 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
     {
         return Err(too_large);
     }
-    match Limited::new(body, limit).collect().await {
+    // A body sent slowly holds one of `--max-connections`: bounded in time as the headers are.
+    let Ok(collected) = tokio::time::timeout(within, Limited::new(body, limit).collect()).await
+    else {
+        return Err(Error::BodyTimeout { within });
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
         Err(e) => Err(Error::BadRequest {

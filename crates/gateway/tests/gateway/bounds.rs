@@ -303,3 +303,51 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_body_sent_too_slowly_gets_a_408_and_frees_its_connection() {
+    let addr = spawn_plugin(answering(|| Body::from("{}"), None)).await;
+    let h = Harness::with_config(
+        vec![entry(plugin("big", RUN_SPEC), &[addr])],
+        Config {
+            body_read_timeout: Duration::from_millis(300),
+            max_connections: 1,
+            ..test_config()
+        },
+    )
+    .await;
+    let mut tcp = TcpStream::connect(h.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // Headers promising 100 bytes, then 10 of them, then nothing.
+    tcp.write_all(
+        format!(
+            "POST /v1/plugins/big/invoke/run HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {INVOKE_ALL}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\": 1, "
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the gateway answers and closes the connection")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    // The one connection slot is free again: a real caller is served.
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.invoke(INVOKE_ALL, "big", "run", "{}"),
+    )
+    .await
+    .expect("the slot was freed");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
