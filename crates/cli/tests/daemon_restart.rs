@@ -6,7 +6,7 @@
 //! Needs `dockerd` and root (as the other Docker tests, it fails under `CI` when either is
 //! missing, and otherwise says why it skips).
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,157 +14,60 @@ use serde_json::Value;
 mod support;
 
 use support::daemon::TestDaemon;
-use support::dev::{build, build_gateway_image, docker_or_skip};
-use support::{describe_output, docker_unreachable, repo, target_dir};
+use support::dev::{Dev, build, build_gateway_image, docker_or_skip};
+use support::{describe_output, docker_unreachable};
 
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 const GATEWAY_IMAGE: &str = concat!("berth/berth:", env!("CARGO_PKG_VERSION"));
 const CALCULATOR_IMAGE: &str = "berth/calculator:0.1.0";
 /// How many times the daemon is restarted (the numbers in docs/reliability.md are their
 /// median).
 const RESTARTS: usize = 5;
 
-/// `berth dev up` against the test's daemon, with a state directory of its own.
-struct Local<'a> {
-    daemon: &'a TestDaemon,
-    state: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl<'a> Local<'a> {
-    fn new(daemon: &'a TestDaemon) -> Self {
-        Self {
-            daemon,
-            state: tempfile::tempdir().unwrap(),
-            child: None,
+/// Polls an invocation every 50 ms until it succeeds; the time it took.
+fn wait_serving(dev: &mut Dev, daemon: &TestDaemon, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        dev.assert_running();
+        if invoke_ok(dev) {
+            return start.elapsed();
         }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BERTH);
-        c.args(args)
-            .env("DOCKER_HOST", self.daemon.host())
-            .env("BERTH_STATE_DIR", self.state.path())
-            .env("CARGO_TARGET_DIR", target_dir())
-            .current_dir(repo());
-        c
-    }
-
-    fn berth(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.berth(args);
         assert!(
-            out.status.success(),
-            "berth {}: {}\n--- dev up log ---\n{}",
-            args.join(" "),
-            describe_output(&out),
-            self.log()
+            start.elapsed() < within,
+            "calculator did not serve within {within:?}:\n{}\n--- dockerd ---\n{}",
+            dev.log_text(),
+            tail(&daemon.log(), 40)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state.path().join("dev-up.log")).unwrap_or_default()
-    }
-
-    fn up(&mut self, args: &[&str]) {
-        let log = std::fs::File::create(self.state.path().join("dev-up.log")).unwrap();
-        let child = self
-            .command(&["dev", "up"])
-            .args(args)
-            .args(["--port", "0", "--no-build"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// Panics when `berth dev up` has exited.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("berth dev up exited ({status}):\n{}", self.log());
-        }
-    }
-
-    fn invoke_ok(&self) -> bool {
-        let out = self.berth(&[
-            "invoke",
-            "calculator",
-            "evaluate",
-            r#"{"expression":"6*7"}"#,
-        ]);
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("42")
-    }
-
-    /// Polls an invocation every 50 ms until it succeeds; the time it took.
-    fn wait_serving(&mut self, within: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            self.assert_running();
-            if self.invoke_ok() {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < within,
-                "calculator did not serve within {within:?}:\n{}\n--- dockerd ---\n{}",
-                self.log(),
-                tail(&self.daemon.log(), 40)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn plugin(&self) -> Value {
-        let out = self.ok(&["list", "--json"]);
-        serde_json::from_str::<Value>(&out)
-            .unwrap()
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["name"] == "calculator").cloned())
-            .unwrap_or(Value::Null)
-    }
-
-    fn status(&self) -> Value {
-        serde_json::from_str(&self.ok(&["status", "calculator", "--json"])).unwrap()
-    }
-
-    /// Names of this instance's containers, running or not.
-    fn containers(&self) -> Vec<String> {
-        let label = format!(
-            "label=berth.dev/instance={}",
-            berth_docker::Instance::for_state_dir(self.state.path()).id()
-        );
-        let mut names: Vec<String> = self
-            .daemon
-            .ok(&[
-                "ps",
-                "-a",
-                "--filter",
-                &label,
-                "--format",
-                "{{.Names}} {{.State}}",
-            ])
-            .lines()
-            .map(String::from)
-            .collect();
-        names.sort();
-        names
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-impl Drop for Local<'_> {
-    fn drop(&mut self) {
-        // `dev down` stops the supervisor and removes what it created, while the daemon runs.
-        let _ = self.berth(&["dev", "down"]);
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+fn invoke_ok(dev: &Dev) -> bool {
+    let out = dev.berth(&[
+        "invoke",
+        "calculator",
+        "evaluate",
+        r#"{"expression":"6*7"}"#,
+    ]);
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("42")
+}
+
+/// Names and states of the `Dev`'s containers on the test's daemon, running or not.
+fn containers(dev: &Dev, daemon: &TestDaemon) -> Vec<String> {
+    let label = format!("label=berth.dev/instance={}", dev.instance());
+    let mut names: Vec<String> = daemon
+        .ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Names}} {{.State}}",
+        ])
+        .lines()
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -208,21 +111,18 @@ fn a_docker_daemon_restart_under_dev_up_is_recovered_without_a_hand() {
     build_gateway_image();
     let daemon = TestDaemon::start();
     daemon.load_images(&[GATEWAY_IMAGE, CALCULATOR_IMAGE]);
-    let mut local = Local::new(&daemon);
-    local.up(&["examples/calculator.yaml"]);
-    local.wait_serving(Duration::from_secs(120));
-    let before = local.status();
+    // Declared after the daemon, so dropped first: `dev down` runs while the daemon does.
+    let mut dev = Dev::on_daemon(daemon.host());
+    dev.up(&["examples/calculator.yaml"]);
+    wait_serving(&mut dev, &daemon, Duration::from_secs(60));
+    let before = dev.status("calculator");
     let serving = before["status"]["serving_revision"].clone();
     let revisions = before["revisions"].as_array().unwrap().len();
-    let containers = local.containers();
-    assert_eq!(
-        containers.len(),
-        2,
-        "the gateway and calculator: {containers:?}"
-    );
+    let initial = containers(&dev, &daemon);
+    assert_eq!(initial.len(), 2, "the gateway and calculator: {initial:?}");
     assert!(
-        containers.iter().all(|c| c.ends_with(" running")),
-        "{containers:?}"
+        initial.iter().all(|c| c.ends_with(" running")),
+        "{initial:?}"
     );
 
     let mut down_to_serving = Vec::new();
@@ -233,8 +133,8 @@ fn a_docker_daemon_restart_under_dev_up_is_recovered_without_a_hand() {
         // The supervisor stays, and says the plugin cannot be reached: the gateway is down.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            local.assert_running();
-            let p = local.plugin();
+            dev.assert_running();
+            let p = dev.plugin("calculator");
             if p["phase"] == "Degraded" {
                 let reason = p["reason"].as_str().unwrap_or_default();
                 assert!(reason.contains("gateway down"), "{p}");
@@ -243,18 +143,18 @@ fn a_docker_daemon_restart_under_dev_up_is_recovered_without_a_hand() {
             assert!(
                 Instant::now() < deadline,
                 "run {run}: still {p} with the daemon stopped\n{}",
-                local.log()
+                dev.log_text()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(
-            !local.invoke_ok(),
+            !invoke_ok(&dev),
             "run {run}: served with the daemon stopped"
         );
         let started_at = Instant::now();
         daemon.spawn();
         let answering = started_at.elapsed();
-        let back = local.wait_serving(Duration::from_secs(60));
+        let back = wait_serving(&mut dev, &daemon, Duration::from_secs(60));
         down_to_serving.push(stopped_at.elapsed());
         back_to_serving.push(back);
         eprintln!(
@@ -265,17 +165,21 @@ fn a_docker_daemon_restart_under_dev_up_is_recovered_without_a_hand() {
         );
         // No duplicate, nothing left stopped, the same revision.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while local.plugin()["phase"] != "Ready" {
-            assert!(Instant::now() < deadline, "run {run}: {}", local.plugin());
+        while dev.plugin("calculator")["phase"] != "Ready" {
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: {}",
+                dev.plugin("calculator")
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let now = local.containers();
+        let now = containers(&dev, &daemon);
         assert_eq!(now.len(), 2, "run {run}: {now:?}");
         assert!(
             now.iter().all(|c| c.ends_with(" running")),
             "run {run}: {now:?}"
         );
-        let status = local.status();
+        let status = dev.status("calculator");
         assert_eq!(
             status["status"]["serving_revision"], serving,
             "run {run}: {status}"
@@ -293,7 +197,7 @@ fn a_docker_daemon_restart_under_dev_up_is_recovered_without_a_hand() {
     );
 
     // Each outage is in the audit log, and the chain is intact.
-    let audit: Value = serde_json::from_str(&local.ok(&["audit", "--output", "json"])).unwrap();
+    let audit: Value = serde_json::from_str(&dev.ok(&["audit", "--output", "json"])).unwrap();
     let actions: Vec<&str> = audit
         .as_array()
         .unwrap()
@@ -304,12 +208,12 @@ fn a_docker_daemon_restart_under_dev_up_is_recovered_without_a_hand() {
         let n = actions.iter().filter(|a| **a == action).count();
         assert_eq!(n, RESTARTS, "{action} in the audit log: {actions:?}");
     }
-    let verify = local.berth(&["audit", "verify"]);
+    let verify = dev.berth(&["audit", "verify"]);
     assert!(verify.status.success(), "{}", describe_output(&verify));
-    local.assert_running();
+    dev.assert_running();
     assert!(
-        local.log().contains("lost the Docker Engine"),
+        dev.log_text().contains("lost the Docker Engine"),
         "{}",
-        local.log()
+        dev.log_text()
     );
 }

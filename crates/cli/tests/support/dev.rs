@@ -67,6 +67,8 @@ pub struct Dev {
     state: tempfile::TempDir,
     child: Option<Child>,
     log: PathBuf,
+    /// `DOCKER_HOST` for `berth` and `docker`: a daemon of the test's own; else the machine's.
+    docker_host: Option<String>,
 }
 
 impl Dev {
@@ -77,6 +79,45 @@ impl Dev {
             state,
             child: None,
             log,
+            docker_host: None,
+        }
+    }
+
+    /// A `Dev` whose `berth` and `docker` commands use the daemon at `host`
+    /// (`unix://…`, see `support::daemon`).
+    pub fn on_daemon(host: String) -> Self {
+        let mut dev = Self::new();
+        dev.docker_host = Some(host);
+        dev
+    }
+
+    /// `docker` against this `Dev`'s daemon.
+    fn docker_command(&self) -> Command {
+        let mut c = Command::new("docker");
+        if let Some(host) = &self.docker_host {
+            c.env("DOCKER_HOST", host);
+        }
+        c
+    }
+
+    /// `berth ARGS` for this state directory and daemon, from the workspace root.
+    fn berth_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BERTH);
+        c.args(args)
+            .env("BERTH_STATE_DIR", self.dir())
+            .current_dir(repo());
+        if let Some(host) = &self.docker_host {
+            c.env("DOCKER_HOST", host);
+        }
+        c
+    }
+
+    /// Panics when `berth dev up` has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Some(status) = child.try_wait().unwrap()
+        {
+            panic!("berth dev up exited ({status}):\n{}", self.log_text());
         }
     }
 
@@ -85,12 +126,7 @@ impl Dev {
     }
 
     pub fn berth(&self, args: &[&str]) -> Output {
-        Command::new(BERTH)
-            .args(args)
-            .env("BERTH_STATE_DIR", self.dir())
-            .current_dir(repo())
-            .output()
-            .unwrap()
+        self.berth_command(args).output().unwrap()
     }
 
     /// `berth ARGS`, which must succeed; its standard output.
@@ -114,13 +150,11 @@ impl Dev {
     /// left the starting phases and the gateway is up.
     pub fn up(&mut self, args: &[&str]) {
         let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(BERTH)
-            .args(["dev", "up"])
+        let child = self
+            .berth_command(&["dev", "up"])
             .args(args)
             .args(["--port", "0", "--no-build"])
-            .env("BERTH_STATE_DIR", self.dir())
             .env("CARGO_TARGET_DIR", target_dir())
-            .current_dir(repo())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -132,11 +166,7 @@ impl Dev {
     fn wait_settled(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait().unwrap()
-            {
-                panic!("berth dev up exited ({status}):\n{}", self.log_text());
-            }
+            self.assert_running();
             let list = self.list();
             let settled = !list.is_empty()
                 && list.iter().all(|p| {
@@ -238,7 +268,7 @@ impl Dev {
             vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
             vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"],
         ] {
-            let o = Command::new("docker").args(&args).output().unwrap();
+            let o = self.docker_command().args(&args).output().unwrap();
             out.extend(
                 String::from_utf8_lossy(&o.stdout)
                     .lines()
@@ -251,7 +281,7 @@ impl Dev {
 
     /// `docker ps` of `plugin`'s running containers, one line each in `format`.
     fn ps_plugin(&self, plugin: &str, format: &str) -> Output {
-        Command::new("docker")
+        self.docker_command()
             .args([
                 "ps",
                 "--filter",
