@@ -421,7 +421,23 @@ impl Gateway {
                 .get(name)
                 .is_some_and(|e| e.revision == rt.revision)
         });
+        // A restarted or replaced instance closes the breaker as soon as the directory
+        // says so, even when no call arrived while the plugin was down (decision 0058).
+        let mut changed = Vec::new();
+        for (name, rt) in map.iter() {
+            if let Some(entry) = snapshot.get(name) {
+                let instances = crate::breaker::instances_fingerprint(
+                    entry.endpoints.iter().map(|e| e.authority()),
+                );
+                if let Some(state) = rt.breaker.observe_instances(instances) {
+                    changed.push((entry.clone(), state));
+                }
+            }
+        }
         drop(map);
+        for (entry, state) in changed {
+            crate::invoke::note_breaker_change(self, &entry, state);
+        }
         // Not only plugins with a runtime: one never invoked may still have a risk score
         // and usage exported.
         self.inner

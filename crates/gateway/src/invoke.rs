@@ -380,7 +380,7 @@ impl Drop for InflightGuard {
 }
 
 /// Audits breaker transitions: opening and closing are worth a record, each refused call is not.
-fn note_breaker_change(gateway: &Gateway, entry: &PluginEntry, state: BreakerState) {
+pub(crate) fn note_breaker_change(gateway: &Gateway, entry: &PluginEntry, state: BreakerState) {
     let outcome = match state {
         BreakerState::Open => "circuit_opened",
         _ => "circuit_closed",

@@ -471,3 +471,58 @@ async fn probe_reads_a_plugins_health_for_the_supervisor_and_nothing_else() {
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     h.stop().await;
 }
+
+async fn circuit(h: &Harness) -> Value {
+    h.get("/v1/plugins/calc", Some(ADMIN)).await.json["circuit"].clone()
+}
+
+#[tokio::test]
+async fn an_open_breaker_closes_when_the_directory_brings_the_plugin_back() {
+    let h = Harness::pushed_with_config(berth_gateway::Config {
+        breaker_open_for: std::time::Duration::from_secs(60),
+        ..test_config()
+    })
+    .await;
+    // Nothing listens there: every call fails to connect.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    h.push(Some(ADMIN), &snapshot(1, &[calc_at(dead)])).await;
+    let mut opened = false;
+    for _ in 0..10 {
+        let r = h
+            .invoke(INVOKE_ALL, "calc", "evaluate", r#"{"expression":"1+2"}"#)
+            .await;
+        if r.code() == "circuit_open" {
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "the breaker opened");
+    assert_eq!(circuit(&h).await, "open");
+
+    // The supervisor takes the dead instance out, then puts a restarted one in; no call
+    // arrives meanwhile.
+    h.push(
+        Some(ADMIN),
+        &snapshot(2, &[entry(plugin("calc", CALC_SPEC), &[])]),
+    )
+    .await;
+    let live = spawn_plugin(echo_plugin(Recorder::default())).await;
+    h.push(Some(ADMIN), &snapshot(3, &[calc_at(live)])).await;
+    // The gateway follows the directory in the background: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while circuit(&h).await != "closed" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the breaker stayed open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = h
+        .invoke(INVOKE_ALL, "calc", "evaluate", r#"{"expression":"1+2"}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    h.stop().await;
+}

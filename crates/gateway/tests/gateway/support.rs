@@ -126,7 +126,12 @@ impl Harness {
 
     /// A gateway of `--backend pushed`: empty and not ready until the first push.
     pub async fn pushed() -> Self {
-        Self::build(Arc::new(StaticDirectory::unsynced()), true, test_config()).await
+        Self::pushed_with_config(test_config()).await
+    }
+
+    /// [`Harness::pushed`] with `config`.
+    pub async fn pushed_with_config(config: Config) -> Self {
+        Self::build(Arc::new(StaticDirectory::unsynced()), true, config).await
     }
 
     async fn build(directory: Arc<StaticDirectory>, pushed: bool, config: Config) -> Self {
