@@ -1,8 +1,9 @@
 //! A Docker daemon of a test's own — its own socket, data root, exec root and pid file —
 //! so the test can stop and restart it without touching the machine's daemon.
 //!
-//! It stays out of the machine daemon's way: no default bridge (`--bridge none`), no
-//! iptables rules of its own (`--iptables=false`: the published gateway port goes through
+//! It stays out of the machine daemon's way: a default bridge of its own (`--bridge NAME`,
+//! created by the test: `--bridge none` would make it delete the machine daemon's
+//! `docker0`, which both would otherwise share by name), no iptables rules of its own (`--iptables=false`: the published gateway port goes through
 //! `docker-proxy`, and local mode's isolation needs no rules, decision 0003), networks from
 //! an address pool of its own, and the `vfs` storage driver (no overlay mounts to share).
 //! One rule is needed all the same: the machine daemon sets the FORWARD policy to DROP, and
@@ -20,6 +21,8 @@ use super::describe_output;
 /// Where the test daemon's networks come from: apart from the machine daemon's defaults
 /// (172.17.0.0/12 and 192.168.0.0/16).
 const ADDRESS_POOL: &str = "10.213.0.0/16";
+/// The test daemon's default bridge's address (no container of the tests uses it).
+const BRIDGE_ADDRESS: &str = "10.214.255.1/24";
 
 /// A `dockerd` started by the test; stopped and its files removed on drop.
 pub struct TestDaemon {
@@ -44,8 +47,14 @@ impl TestDaemon {
             dir,
             child: RefCell::new(None),
         };
+        let before = interfaces();
+        me.create_bridge();
         me.forward_rule("-I");
         me.spawn();
+        // Starting it must not take anything from the machine (its daemon's `docker0`).
+        let after = interfaces();
+        let gone: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
+        assert!(gone.is_empty(), "the test's dockerd removed {gone:?}");
         me
     }
 
@@ -72,7 +81,7 @@ impl TestDaemon {
                 "--storage-driver",
                 "vfs",
                 "--bridge",
-                "none",
+                &self.bridge(),
                 "--iptables=false",
                 "--ip6tables=false",
             ])
@@ -103,6 +112,30 @@ impl TestDaemon {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The name of the test daemon's default bridge (at most 15 characters).
+    fn bridge(&self) -> String {
+        format!("bt{}", std::process::id())
+    }
+
+    /// Creates the default bridge the test daemon uses instead of `docker0`.
+    fn create_bridge(&self) {
+        let bridge = self.bridge();
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec!["addr", "add", BRIDGE_ADDRESS, "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                describe_output(&out)
+            );
         }
     }
 
@@ -220,6 +253,19 @@ impl TestDaemon {
     }
 }
 
+/// The machine's network interfaces, by name.
+fn interfaces() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+        .collect()
+}
+
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         // Whatever the test left: containers first, so their networks can go.
@@ -232,6 +278,9 @@ impl Drop for TestDaemon {
         }
         self.stop();
         self.forward_rule("-D");
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .output();
         // vfs layers can hold read-only directories; the temporary directory removes the rest.
         let _ = Command::new("rm")
             .arg("-rf")
