@@ -112,7 +112,7 @@ fn a_docker_daemon_restart_under_dev_up_is_recovered_without_a_hand() {
     let daemon = TestDaemon::start();
     daemon.load_images(&[GATEWAY_IMAGE, CALCULATOR_IMAGE]);
     // Declared after the daemon, so dropped first: `dev down` runs while the daemon does.
-    let mut dev = Dev::on_daemon(daemon.host());
+    let mut dev = Dev::on_daemon(&daemon);
     dev.up(&["examples/calculator.yaml"]);
     wait_serving(&mut dev, &daemon, Duration::from_secs(60));
     let before = dev.status("calculator");

@@ -1,15 +1,13 @@
-//! A Docker daemon of a test's own — its own socket, data root, exec root and pid file —
-//! so the test can stop and restart it without touching the machine's daemon.
+//! A Docker daemon of a test's own — its own socket, data root, exec root, pid file and
+//! **network namespace** — so the test can stop and restart it without touching the
+//! machine's daemon.
 //!
-//! It stays out of the machine daemon's way: a default bridge of its own (`--bridge NAME`,
-//! created by the test: `--bridge none` would make it delete the machine daemon's
-//! `docker0`, which both would otherwise share by name), no iptables rules of its own (`--iptables=false`: the published gateway port goes through
-//! `docker-proxy`, and local mode's isolation needs no rules, decision 0003), networks from
-//! an address pool of its own, and the `vfs` storage driver (no overlay mounts to share).
-//! One rule is needed all the same: the machine daemon sets the FORWARD policy to DROP, and
-//! with `bridge-nf-call-iptables` on, frames between two containers on one of the test
-//! daemon's bridges pass that chain; the test lets through what stays inside its pool
-//! while its daemon lives.
+//! The namespace matters: a `dockerd` manages links by name (`docker0`, and at a restart
+//! it deletes a "stale" default bridge by that name), so one sharing the machine's network
+//! namespace removed the machine daemon's `docker0`. In a namespace of its own it has its
+//! own `docker0`, routes and iptables; `berth` commands that talk to its published gateway
+//! port run in the namespace too (`Dev::on_daemon`), while `docker` reaches it through its
+//! socket. Storage is `vfs` (no overlay mounts to share).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -17,12 +15,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::describe_output;
-
-/// Where the test daemon's networks come from: apart from the machine daemon's defaults
-/// (172.17.0.0/12 and 192.168.0.0/16).
-const ADDRESS_POOL: &str = "10.213.0.0/16";
-/// The test daemon's default bridge's address (no container of the tests uses it).
-const BRIDGE_ADDRESS: &str = "10.214.255.1/24";
 
 /// A `dockerd` started by the test; stopped and its files removed on drop.
 pub struct TestDaemon {
@@ -38,24 +30,41 @@ impl TestDaemon {
             .prefix("berth-dockerd-")
             .tempdir_in("/tmp")
             .unwrap();
-        std::fs::write(
-            dir.path().join("daemon.json"),
-            format!(r#"{{"default-address-pools": [{{"base": "{ADDRESS_POOL}", "size": 24}}]}}"#),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
         let me = Self {
             dir,
             child: RefCell::new(None),
         };
         let before = interfaces();
-        me.create_bridge();
-        me.forward_rule("-I");
+        me.create_netns();
         me.spawn();
         // Starting it must not take anything from the machine (its daemon's `docker0`).
         let after = interfaces();
         let gone: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
         assert!(gone.is_empty(), "the test's dockerd removed {gone:?}");
         me
+    }
+
+    /// The network namespace the daemon and its containers live in.
+    pub fn netns(&self) -> String {
+        format!("berth-test-{}", std::process::id())
+    }
+
+    fn create_netns(&self) {
+        let ns = self.netns();
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        for args in [
+            vec!["netns", "add", &ns],
+            vec!["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                describe_output(&out)
+            );
+        }
     }
 
     /// Starts the daemon (again) and waits until it answers.
@@ -66,7 +75,11 @@ impl TestDaemon {
             .append(true)
             .open(d.join("dockerd.log"))
             .unwrap();
-        let child = Command::new("dockerd")
+        // `nsenter --net` changes the network namespace only (`ip netns exec` would also
+        // remount /sys and hide the cgroup mounts dockerd needs).
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns()))
+            .arg("dockerd")
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .arg("-H")
@@ -77,14 +90,7 @@ impl TestDaemon {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("docker.pid"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--bridge",
-                &self.bridge(),
-                "--iptables=false",
-                "--ip6tables=false",
-            ])
+            .args(["--storage-driver", "vfs"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -112,57 +118,6 @@ impl TestDaemon {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The name of the test daemon's default bridge (at most 15 characters).
-    fn bridge(&self) -> String {
-        format!("bt{}", std::process::id())
-    }
-
-    /// Creates the default bridge the test daemon uses instead of `docker0`.
-    fn create_bridge(&self) {
-        let bridge = self.bridge();
-        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
-        for args in [
-            vec!["link", "add", &bridge, "type", "bridge"],
-            vec!["addr", "add", BRIDGE_ADDRESS, "dev", &bridge],
-            vec!["link", "set", &bridge, "up"],
-        ] {
-            let out = Command::new("ip").args(&args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "ip {}: {}",
-                args.join(" "),
-                describe_output(&out)
-            );
-        }
-    }
-
-    /// Adds (`-I`) or deletes (`-D`) the FORWARD rule for the test daemon's pool.
-    fn forward_rule(&self, op: &str) {
-        let comment = format!("berth-test-dockerd-{}", std::process::id());
-        let out = Command::new("iptables")
-            .args([
-                op,
-                "FORWARD",
-                "-s",
-                ADDRESS_POOL,
-                "-d",
-                ADDRESS_POOL,
-                "-m",
-                "comment",
-                "--comment",
-                &comment,
-                "-j",
-                "ACCEPT",
-            ])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {}
-            // Without iptables nothing filters forwarded frames either.
-            Ok(o) => eprintln!("iptables {op} FORWARD: {}", describe_output(&o)),
-            Err(e) => eprintln!("iptables {op} FORWARD: {e}"),
         }
     }
 
@@ -277,9 +232,8 @@ impl Drop for TestDaemon {
             let _ = self.docker(&["network", "prune", "-f"]);
         }
         self.stop();
-        self.forward_rule("-D");
         let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge()])
+            .args(["netns", "del", &self.netns()])
             .output();
         // vfs layers can hold read-only directories; the temporary directory removes the rest.
         let _ = Command::new("rm")

@@ -69,6 +69,8 @@ pub struct Dev {
     log: PathBuf,
     /// `DOCKER_HOST` for `berth` and `docker`: a daemon of the test's own; else the machine's.
     docker_host: Option<String>,
+    /// The network namespace `berth` runs in, the daemon's (its published ports are there).
+    netns: Option<String>,
 }
 
 impl Dev {
@@ -80,14 +82,16 @@ impl Dev {
             child: None,
             log,
             docker_host: None,
+            netns: None,
         }
     }
 
-    /// A `Dev` whose `berth` and `docker` commands use the daemon at `host`
-    /// (`unix://…`, see `support::daemon`).
-    pub fn on_daemon(host: String) -> Self {
+    /// A `Dev` whose `berth` and `docker` commands use `daemon`, and whose `berth`
+    /// commands run in its network namespace.
+    pub fn on_daemon(daemon: &super::daemon::TestDaemon) -> Self {
         let mut dev = Self::new();
-        dev.docker_host = Some(host);
+        dev.docker_host = Some(daemon.host());
+        dev.netns = Some(daemon.netns());
         dev
     }
 
@@ -102,7 +106,14 @@ impl Dev {
 
     /// `berth ARGS` for this state directory and daemon, from the workspace root.
     fn berth_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BERTH);
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{ns}")).arg(BERTH);
+                c
+            }
+            None => Command::new(BERTH),
+        };
         c.args(args)
             .env("BERTH_STATE_DIR", self.dir())
             .current_dir(repo());
