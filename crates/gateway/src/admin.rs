@@ -79,13 +79,7 @@ const PROBE_MAX_ANSWER: usize = 1024 * 1024;
 
 async fn probe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response> {
     admin(gateway, headers, "/v1/admin/probe")?;
-    let body = read_body(
-        headers,
-        body,
-        admin_limit(gateway),
-        gateway.inner.limits.body_read_timeout,
-    )
-    .await?;
+    let body = read_admin_body(gateway, headers, body).await?;
     let wire: ProbeWire = decode(&body, "invalid_probe")?;
     let uri: http::Uri = wire.url.parse().map_err(|e| Error::BadRequest {
         code: "invalid_probe",
@@ -148,13 +142,7 @@ async fn push(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Resp
             None,
         ));
     };
-    let body = read_body(
-        headers,
-        body,
-        admin_limit(gateway),
-        gateway.inner.limits.body_read_timeout,
-    )
-    .await?;
+    let body = read_admin_body(gateway, headers, body).await?;
     let snapshot: SnapshotWire = decode(&body, INVALID_SNAPSHOT)?;
     let version = snapshot.version;
     // Refuse a stale snapshot before spending time checking its manifests; the check is
@@ -183,13 +171,7 @@ async fn push(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Resp
 
 async fn observe(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response> {
     admin(gateway, headers, "/v1/admin/observations")?;
-    let body = read_body(
-        headers,
-        body,
-        admin_limit(gateway),
-        gateway.inner.limits.body_read_timeout,
-    )
-    .await?;
+    let body = read_admin_body(gateway, headers, body).await?;
     let observations: ObservationsWire = decode(&body, INVALID_OBSERVATIONS)?;
     observations.check()?;
     let snapshot = gateway.snapshot();
@@ -247,6 +229,21 @@ fn admin(gateway: &Gateway, headers: &HeaderMap, path: &str) -> Result<Arc<Princ
         },
         None,
     ))
+}
+
+/// An admin request's body, within the admin size limit and the body read timeout.
+async fn read_admin_body(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes> {
+    read_body(
+        headers,
+        body,
+        admin_limit(gateway),
+        gateway.inner.limits.body_read_timeout,
+    )
+    .await
 }
 
 fn admin_limit(gateway: &Gateway) -> usize {
