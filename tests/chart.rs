@@ -161,7 +161,8 @@ fn is_metric_name(s: &str) -> bool {
 
 /// The metrics registered in the gateway, the operator and the backends, read from the
 /// literals that name them: a histogram is one whose name is the first argument of a call
-/// whose name mentions "histogram"; its labels are the first `&[…]` after the name.
+/// whose name mentions "histogram"; its labels are the first `&[…]` of string literals after
+/// the name.
 fn exported_metrics() -> BTreeMap<String, Exported> {
     let mut out = BTreeMap::new();
     for dir in [
@@ -189,16 +190,18 @@ fn exported_metrics() -> BTreeMap<String, Exported> {
                     .find(|(_, _, s)| is_metric_name(s))
                     .map_or(text.len(), |(s, _, _)| *s);
                 let after = &text[end..next_metric];
+                // The first `&[…]` holding string literals (a `&[&str]` type is not a list).
                 let labels: Vec<String> = after
-                    .find("&[")
-                    .map(|open| {
+                    .match_indices("&[")
+                    .map(|(open, _)| {
                         let list = &after[open + 2..];
                         let close = list.find(']').unwrap_or(list.len());
                         string_literals(&list[..close])
                             .into_iter()
                             .map(|(_, _, l)| l.to_string())
-                            .collect()
+                            .collect::<Vec<_>>()
                     })
+                    .find(|labels| !labels.is_empty())
                     .unwrap_or_default();
                 let entry = out.entry(name.to_string()).or_insert(Exported {
                     labels: BTreeSet::new(),
@@ -451,6 +454,12 @@ fn dashboard_queries_use_only_metrics_and_labels_the_code_exports() {
         "berth_plugin_restarts_total",
         "berth_permission_denials_total",
         "berth_plugins",
+        "berth_plugin_tier",
+        "berth_benchmark_tier",
+        "berth_benchmark_latency_seconds",
+        "berth_benchmark_throughput",
+        "berth_benchmark_error_ratio",
+        "berth_benchmark_timestamp_seconds",
     ] {
         assert!(used.contains(wanted), "the dashboard shows {wanted}");
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use berth_api::RiskTier;
 
-use crate::render::RenderOptions;
+use crate::render::{BenchOptions, RenderOptions};
 
 /// Flags of `berth operator`.
 #[derive(clap::Args, Clone, Debug)]
@@ -85,6 +85,23 @@ pub struct Config {
     /// Seconds a rollout may take before it is rolled back to the last good revision.
     #[arg(long, env = "BERTH_PROGRESS_DEADLINE", default_value_t = 300, value_parser = clap::value_parser!(i32).range(10..))]
     pub progress_deadline_seconds: i32,
+
+    /// Image of the PluginBenchmark Jobs (`berth bench`); the chart passes the operator's own.
+    #[arg(
+        long,
+        env = "BERTH_BENCH_IMAGE",
+        default_value = crate::render::DEFAULT_BENCH_IMAGE
+    )]
+    pub bench_image: String,
+
+    /// Pull policy of the PluginBenchmark Jobs' image.
+    #[arg(
+        long,
+        env = "BERTH_BENCH_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent",
+        value_parser = ["IfNotPresent", "Always", "Never"]
+    )]
+    pub bench_image_pull_policy: String,
 
     /// Elect a leader on a Lease so that only one replica reconciles.
     #[arg(long, env = "BERTH_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -175,6 +192,15 @@ impl Config {
         }
     }
 
+    /// What the PluginBenchmark Jobs run and where they reach the gateway.
+    pub fn bench_options(&self) -> BenchOptions {
+        BenchOptions {
+            image: self.bench_image.clone(),
+            image_pull_policy: self.bench_image_pull_policy.clone(),
+            gateway_url: self.gateway_url.clone(),
+        }
+    }
+
     /// How long a Lease is valid without renewal.
     pub fn lease_duration(&self) -> Duration {
         Duration::from_secs(self.lease_duration_seconds)
@@ -202,6 +228,8 @@ impl Default for Config {
             dns_namespace: render.dns_namespace,
             dns_selector: render.dns_labels,
             progress_deadline_seconds: render.progress_deadline_seconds,
+            bench_image: crate::render::DEFAULT_BENCH_IMAGE.into(),
+            bench_image_pull_policy: "IfNotPresent".into(),
             leader_elect: true,
             lease_name: "berth-operator".into(),
             lease_namespace: "berth-system".into(),
@@ -229,6 +257,7 @@ mod tests {
         assert_eq!(cli.config.render_options(), RenderOptions::default());
         assert_eq!(cli.config.auto_approve_tier, RiskTier::Low);
         assert!(cli.config.leader_elect);
+        assert_eq!(cli.config.bench_options(), BenchOptions::default());
     }
 
     #[test]
@@ -278,6 +307,25 @@ mod tests {
             parse_proxy("[fd00::1]:7401").unwrap(),
             EgressProxy(Some(("[fd00::1]".into(), 7401)))
         );
+    }
+
+    #[test]
+    fn benchmark_jobs_take_the_image_and_the_gateway_url() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "--bench-image",
+            "registry.example/berth@sha256:00",
+            "--bench-image-pull-policy",
+            "Always",
+            "--gateway-url",
+            "http://gw.platform.svc:8080",
+        ])
+        .unwrap();
+        let options = cli.config.bench_options();
+        assert_eq!(options.image, "registry.example/berth@sha256:00");
+        assert_eq!(options.image_pull_policy, "Always");
+        assert_eq!(options.gateway_url, "http://gw.platform.svc:8080");
+        assert!(Cli::try_parse_from(["berth", "--bench-image-pull-policy", "Sometimes"]).is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::plan::{
-    DependencyState, DeploymentView, Plan, PlanInput, Transition, Workload, plan,
+    DependencyState, DeploymentView, Plan, PlanInput, Transition, Workload, own_fields, plan,
     validation_problems,
 };
 use crate::render::{
@@ -322,7 +322,7 @@ async fn ensure_credential(ctx: &Context, plugin: &Plugin, revision: i64) -> Res
 async fn report(plugin: &Plugin, ctx: &Context, plan: &Plan) -> Result<()> {
     let namespace = plugin.namespace().unwrap_or_default();
     let name = plugin.name_any();
-    if plugin.status.as_ref() != Some(&plan.status) {
+    if plugin.status.as_ref().map(own_fields).as_ref() != Some(&plan.status) {
         let api: Api<Plugin> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({
             "apiVersion": "berth.dev/v1alpha1",

@@ -240,3 +240,30 @@ impl Context {
         )
     }
 }
+
+impl crate::benchmark::BenchmarkContext {
+    /// A benchmark context on a mocked API server with an empty Plugin cache, a fixed clock
+    /// and default options.
+    pub fn test() -> (Arc<Self>, ApiServerVerifier, Writer<Plugin>) {
+        let (client, verifier) = mock_client();
+        let (plugins, plugin_writer) = reflector::store();
+        let mut ctx = Self::new(
+            client,
+            Arc::new(Metrics::new().unwrap()),
+            plugins,
+            crate::render::BenchOptions::default(),
+            Some("test".into()),
+        );
+        ctx.now = now;
+        (Arc::new(ctx), verifier, plugin_writer)
+    }
+}
+
+/// Lists `plugins` into a Plugin cache, marking it ready.
+pub fn fill_plugins(writer: &mut Writer<Plugin>, plugins: &[&Plugin]) {
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for p in plugins {
+        writer.apply_watcher_event(&watcher::Event::InitApply((*p).clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+}

@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 pub use berth_api::approval;
+pub mod benchmark;
 pub mod config;
 pub mod controller;
 pub mod directory;
 mod error;
 pub mod grants;
 pub mod leader;
+pub mod live_tier;
 pub mod metrics;
 pub mod plan;
 mod process;
@@ -21,6 +23,8 @@ pub mod render;
 pub mod server;
 pub mod template;
 
+#[cfg(test)]
+mod bench_scenarios;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]

@@ -38,6 +38,18 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Look again this often while a rollout is under way.
 pub const ROLLOUT_POLL: Duration = Duration::from_secs(30);
 
+/// The part of a Plugin's status the Plugin reconciler writes: all of it but `performance`
+/// (written by the benchmark controller) and `liveTier` (written by the gateway), each under
+/// a field manager of its own. Compare the status read back through this, so a field
+/// another writer changed does not make the reconciler write again.
+pub fn own_fields(status: &PluginStatus) -> PluginStatus {
+    PluginStatus {
+        performance: None,
+        live_tier: None,
+        ..status.clone()
+    }
+}
+
 /// What the controller saw of the plugin's Deployment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeploymentView {
@@ -351,9 +363,10 @@ fn plan_workload(input: PlanInput<'_>) -> Plan {
     let spec = &plugin.spec;
     let previous = plugin.status.clone().unwrap_or_default();
     let generation = plugin.metadata.generation;
+    // `performance` (the benchmark controller) and `liveTier` (the gateway) have writers of
+    // their own: the plan neither carries nor clears them (see `own_fields`).
     let mut status = PluginStatus {
         observed_generation: generation,
-        performance: previous.performance.clone(),
         revisions: previous.revisions.clone(),
         ..PluginStatus::default()
     };

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_api::{Plugin, PluginGrant};
+use berth_api::{Plugin, PluginBenchmark, PluginGrant};
 use kube::Client;
 use kube::api::ListParams;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
+use crate::benchmark::{self, BenchmarkContext};
 use crate::config::Config;
 use crate::controller::{self, Backoff, Context, scoped};
 use crate::grants::{self, GrantContext};
@@ -18,7 +19,8 @@ use crate::metrics::Metrics;
 use crate::server::{self, Health};
 use crate::{Error, Result};
 
-/// Fails with a clear message when the Plugin or PluginGrant CRD is not installed. Lists in
+/// Fails with a clear message when the Plugin, PluginGrant or PluginBenchmark CRD is not
+/// installed. Lists in
 /// the watched namespace when there is one, so a namespaced operator needs no cluster-wide
 /// rights.
 pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<()> {
@@ -33,8 +35,20 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<()> 
         Ok(_) => {}
     }
     match scoped::<PluginGrant>(client, namespace).list(&probe).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            return Err(Error::CrdMissing {
+                crd: "plugingrants.berth.dev",
+            });
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    match scoped::<PluginBenchmark>(client, namespace)
+        .list(&probe)
+        .await
+    {
         Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::CrdMissing {
-            crd: "plugingrants.berth.dev",
+            crd: "pluginbenchmarks.berth.dev",
         }),
         Err(e) => Err(e.into()),
         Ok(_) => Ok(()),
@@ -139,7 +153,7 @@ pub async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Runs the Plugin and PluginGrant controllers until `stop` turns true.
+/// Runs the Plugin, PluginGrant and PluginBenchmark controllers until `stop` turns true.
 pub async fn run_controllers(
     client: Client,
     config: &Config,
@@ -148,13 +162,16 @@ pub async fn run_controllers(
     stop: watch::Receiver<bool>,
 ) {
     let (store_tx, store_rx) = oneshot::channel();
+    let (bench_store_tx, bench_store_rx) = oneshot::channel();
     let namespace = config.namespace.as_deref();
+    let bench_instance = instance.clone();
     let plugin_controller = controller::run(
         client.clone(),
         namespace,
         config.concurrency,
         |plugins, grants| {
             let _ = store_tx.send(plugins.clone());
+            let _ = bench_store_tx.send(plugins.clone());
             Arc::new(Context::new(
                 client.clone(),
                 metrics.clone(),
@@ -178,7 +195,20 @@ pub async fn run_controllers(
         });
         grants::run(client.clone(), namespace, ctx, stopped(stop.clone())).await;
     };
-    futures::join!(plugin_controller, grant_controller);
+    let benchmark_controller = async {
+        let Ok(plugins) = bench_store_rx.await else {
+            return;
+        };
+        let ctx = Arc::new(BenchmarkContext::new(
+            client.clone(),
+            metrics.clone(),
+            plugins,
+            config.bench_options(),
+            bench_instance,
+        ));
+        benchmark::run(client.clone(), namespace, ctx, stopped(stop.clone())).await;
+    };
+    futures::join!(plugin_controller, grant_controller, benchmark_controller);
 }
 
 async fn shutdown_signal() {

@@ -392,6 +392,65 @@ async fn unchanged_status_is_not_written_again() {
 }
 
 #[tokio::test]
+async fn live_tier_and_performance_from_other_writers_cause_no_status_write() {
+    let p = calculator();
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![Expect::new(
+        Method::GET,
+        format!("{DEPLOY}/calculator"),
+        Reply::Error(404),
+    )];
+    expected.extend(workload_applies());
+    expected.push(Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(plugin_json(&p)),
+    ));
+    expected.push(Expect::event(NS));
+    let (_, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+    let secret = body_of(&seen, Method::POST, "/secrets").clone();
+    let written = status_of(&seen);
+    assert_eq!(written.performance, None);
+    assert_eq!(written.live_tier, None);
+
+    // The gateway and the benchmark controller have added their fields since.
+    let mut p = p;
+    let mut status = written;
+    status.live_tier = Some(berth_api::LiveTier {
+        tier: Some(berth_api::Tier::Gold),
+        reasons: vec!["p90 latency 612 ms → Gold".into()],
+        calls: 120,
+        window_seconds: 300,
+        inputs: None,
+        since: Some(crate::fixtures::NOW.into()),
+    });
+    status.performance = Some(berth_api::Performance {
+        tier: "Platinum".into(),
+        p50_ms: 2.0,
+        p99_ms: 9.0,
+        error_rate: 0.0,
+        throughput: Some(300.0),
+        measured_at: crate::fixtures::NOW.into(),
+    });
+    p.status = Some(status);
+    let (ctx, verifier, mut caches) = Context::test();
+    caches.fill(&[&p], &[]);
+    let mut expected = vec![
+        Expect::new(
+            Method::GET,
+            format!("{DEPLOY}/calculator"),
+            Reply::Error(404),
+        ),
+        credential_found("calculator", 1, &secret),
+    ];
+    expected.extend(calculator_applies());
+    // No status patch: the verifier would not answer one and the reconcile would time out.
+    let (result, _) = reconcile_with(&p, ctx, verifier, expected).await;
+    result.unwrap();
+}
+
+#[tokio::test]
 async fn first_reconcile_issues_a_credential_kept_only_in_a_secret() {
     let p = calculator();
     let (ctx, verifier, mut caches) = Context::test();
@@ -1212,6 +1271,36 @@ async fn missing_crds_are_reported_clearly() {
 }
 
 #[tokio::test]
+async fn a_missing_benchmark_crd_is_named() {
+    let (client, verifier) = mock_client();
+    let empty = |kind: &str| {
+        Reply::Json(
+            json!({"apiVersion": "berth.dev/v1alpha1", "kind": kind, "metadata": {}, "items": []}),
+        )
+    };
+    let server = verifier.run(vec![
+        Expect::new(
+            Method::GET,
+            "/apis/berth.dev/v1alpha1/plugins",
+            empty("PluginList"),
+        ),
+        Expect::new(
+            Method::GET,
+            "/apis/berth.dev/v1alpha1/plugingrants",
+            empty("PluginGrantList"),
+        ),
+        Expect::new(
+            Method::GET,
+            "/apis/berth.dev/v1alpha1/pluginbenchmarks",
+            Reply::Error(404),
+        ),
+    ]);
+    let text = check_crds(&client, None).await.unwrap_err().to_string();
+    server.await.unwrap();
+    assert!(text.contains("pluginbenchmarks.berth.dev"), "{text}");
+}
+
+#[tokio::test]
 async fn installed_crds_pass_the_check() {
     let (client, verifier) = mock_client();
     let empty = |kind: &str| {
@@ -1229,6 +1318,11 @@ async fn installed_crds_pass_the_check() {
             Method::GET,
             "/apis/berth.dev/v1alpha1/plugingrants",
             empty("PluginGrantList"),
+        ),
+        Expect::new(
+            Method::GET,
+            "/apis/berth.dev/v1alpha1/pluginbenchmarks",
+            empty("PluginBenchmarkList"),
         ),
     ]);
     check_crds(&client, None).await.unwrap();
@@ -1249,6 +1343,11 @@ async fn a_namespaced_operator_checks_crds_in_its_namespace() {
             Method::GET,
             "/apis/berth.dev/v1alpha1/namespaces/default/plugingrants",
             empty("PluginGrantList"),
+        ),
+        Expect::new(
+            Method::GET,
+            "/apis/berth.dev/v1alpha1/namespaces/default/pluginbenchmarks",
+            empty("PluginBenchmarkList"),
         ),
     ]);
     check_crds(&client, Some(NS)).await.unwrap();

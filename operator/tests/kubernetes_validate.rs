@@ -88,7 +88,19 @@ fn rendered_objects_are_valid_kubernetes_1_33_in_strict_mode() {
         kinds.insert("Secret".to_string());
         written.push(path);
     }
+    for (file, job) in common::benchmark_jobs() {
+        let name = std::path::Path::new(&file)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let path = dir.path().join(format!("benchmark-{name}-job.yaml"));
+        std::fs::write(&path, serde_yaml::to_string(&job).unwrap()).unwrap();
+        kinds.insert("Job".to_string());
+        written.push(path);
+    }
     for kind in [
+        "Job",
         "Secret",
         "ServiceAccount",
         "Role",

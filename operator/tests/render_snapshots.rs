@@ -62,6 +62,39 @@ fn every_example_renders_as_its_snapshot() {
 }
 
 #[test]
+fn every_benchmark_renders_its_job_as_its_snapshot() {
+    let update = std::env::var_os("BERTH_UPDATE_SNAPSHOTS").is_some();
+    let mut drifted = Vec::new();
+    let jobs = common::benchmark_jobs();
+    assert!(jobs.len() >= 2, "expected the benchmark fixtures");
+    for (file, job) in jobs {
+        let yaml = serde_yaml::to_string(&job).unwrap();
+        let name = std::path::Path::new(&file).file_name().unwrap().to_owned();
+        let snapshot = common::root()
+            .join("operator/tests/snapshots/benchmarks")
+            .join(name);
+        if update {
+            std::fs::write(&snapshot, &yaml).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&snapshot) {
+            Ok(expected) if expected == yaml => {}
+            Ok(_) => drifted.push(format!(
+                "{} differs from the Job of {file}",
+                snapshot.display()
+            )),
+            Err(_) => drifted.push(format!("{} is missing", snapshot.display())),
+        }
+    }
+    assert!(
+        drifted.is_empty(),
+        "the benchmark Jobs drifted from the snapshots:\n  {}\nIf the change is intended, run \
+         BERTH_UPDATE_SNAPSHOTS=1 cargo test -p berth-operator --test render_snapshots and review the diff",
+        drifted.join("\n  ")
+    );
+}
+
+#[test]
 fn a_plugin_without_its_grant_is_not_rendered() {
     let rendered = common::render(&["examples/http-fetch.yaml".to_string()], false);
     assert!(!rendered.is_complete());

@@ -284,7 +284,7 @@ def check_defaults(objects: list[dict[str, Any]]) -> None:
     check(not find(objects, "ServiceMonitor"), "no ServiceMonitor by default")
     check(not find(objects, "ConfigMap"), "no dashboard ConfigMap by default")
     secret = one(objects, "Secret", "berth-gateway-tokens")
-    check_generated_tokens(secret)
+    check_generated_tokens(secret, one(objects, "Secret", "berth-bench-token"))
     volume = [v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "tokens"][0]
     check(volume["secret"]["secretName"] == "berth-gateway-tokens", "gateway mounts the generated tokens Secret")
     policies = {p["metadata"]["name"] for p in find(objects, "NetworkPolicy")}
@@ -329,16 +329,23 @@ def check_egress_proxy(objects: list[dict[str, Any]]) -> None:
           "gateway egress for the proxy: public addresses, private and link-local ranges excepted")
 
 
-def check_generated_tokens(secret: dict[str, Any]) -> None:
+def check_generated_tokens(secret: dict[str, Any], bench_secret: dict[str, Any]) -> None:
     import base64
     import hashlib
 
     token = base64.b64decode(secret["data"]["token"]).decode()
-    line = base64.b64decode(secret["data"]["tokens"]).decode()
-    fields = line.split()
+    lines = base64.b64decode(secret["data"]["tokens"]).decode().splitlines()
+    fields = lines[0].split()
     check(len(token) >= 32, "generated gateway token has at least 32 characters")
     check(len(fields) == 3 and fields[1] == "sha256:" + hashlib.sha256(token.encode()).hexdigest(),
           f"generated tokens file holds the token's SHA-256 only: {fields[0]} sha256:… {fields[2]}")
+    bench = base64.b64decode(bench_secret["data"]["token"]).decode()
+    bench_fields = lines[1].split() if len(lines) == 2 else []
+    check(len(bench) >= 32 and bench != token
+          and bench_fields == ["bench", "sha256:" + hashlib.sha256(bench.encode()).hexdigest(), "invoke:*"],
+          "the benchmark token is a second, invoke-only line of the tokens file")
+    check(bench_secret["metadata"]["namespace"] == "default" and list(bench_secret["data"]) == ["token"],
+          "the benchmark token's Secret is berth-bench-token in the served namespace, holding only the token")
 
 
 def check_all_features(objects: list[dict[str, Any]], dashboard_json: str) -> None:
@@ -346,7 +353,11 @@ def check_all_features(objects: list[dict[str, Any]], dashboard_json: str) -> No
         validate(o, o["__template"])
     for d in find(objects, "Deployment"):
         check_restricted(d)
-    check(one(objects, "Deployment", "berth-operator")["spec"]["replicas"] == 2, "operator replicas from values")
+    operator = one(objects, "Deployment", "berth-operator")
+    check(operator["spec"]["replicas"] == 2, "operator replicas from values")
+    check(arg_value(args_of(operator), "--bench-image") == operator["spec"]["template"]["spec"]["containers"][0]["image"]
+          and "@sha256:" in arg_value(args_of(operator), "--bench-image"),
+          "PluginBenchmark Jobs run the operator's own (pinned) image")
     gateway = one(objects, "Deployment", "berth-gateway")
     check("replicas" not in gateway["spec"], "gateway replicas left to the HPA when autoscaling is on")
     hpa = one(objects, "HorizontalPodAutoscaler", "berth-gateway")
@@ -386,8 +397,12 @@ def check_all_features(objects: list[dict[str, Any]], dashboard_json: str) -> No
         check(api and all(r.get("to") for r in api), f"NetworkPolicy/{p['metadata']['name']}: API server egress narrowed to the given CIDRs")
     gw_policy = one(objects, "NetworkPolicy", "berth-gateway")
     peers = gw_policy["spec"]["ingress"][0].get("from", [])
-    check(len(peers) == 2, "gateway ingress: plugins plus the given peers when gatewayFrom is set")
+    components = [peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+                  for peer in peers]
+    check(len(peers) == 3 and components[:2] == ["plugin", "benchmark"],
+          "gateway ingress: plugins, PluginBenchmark Jobs and the given peers when gatewayFrom is set")
     gw_args = spec["containers"][0]["args"]
+    check("--write-live-tiers=true" in gw_args, "the gateway writes live tiers when the chart gives it RBAC")
     check("--egress-allow-private" in gw_args and arg_value(gw_args, "--egress-deny") == "10.244.0.0/16,10.96.0.0/12",
           "gateway.egress.allowPrivate and gateway.egress.deny reach the proxy's flags")
     blocks = [peer["ipBlock"] for r in gw_policy["spec"]["egress"] for peer in r.get("to", []) if "ipBlock" in peer]
@@ -519,8 +534,10 @@ def check_rbac(label: str, objects: list[dict[str, Any]], values: dict[str, Any]
         extra = sorted(granted - expected)
         check(not missing, f"RBAC ({label}): {component} is granted every call it makes {missing or ''}")
         check(not extra, f"RBAC ({label}): {component} is granted nothing beyond its calls {extra or ''}")
-    gateway_verbs = {v for (_, _, _, _, v) in rbac_grants(objects, f"{RELEASE}-gateway")}
-    check(gateway_verbs <= {"get", "list", "watch"}, f"RBAC ({label}): the gateway only reads ({sorted(gateway_verbs)})")
+    gateway_writes = {(g, r, v) for (_, g, r, _, v) in rbac_grants(objects, f"{RELEASE}-gateway")
+                      if v not in ("get", "list", "watch")}
+    check(gateway_writes <= {("berth.dev", "plugins/status", "patch")},
+          f"RBAC ({label}): the gateway only reads, but for the status of Plugins ({sorted(gateway_writes)})")
 
 
 def rust_sources(directory: Path) -> dict[Path, str]:
@@ -528,7 +545,7 @@ def rust_sources(directory: Path) -> dict[Path, str]:
     paths = [directory] if directory.is_file() else sorted(directory.rglob("*.rs"))
     out = {}
     for path in paths:
-        if path.name in ("tests.rs", "fixtures.rs", "scenarios.rs") or "tests" in path.parts[len(directory.parts):-1]:
+        if path.name in ("tests.rs", "fixtures.rs", "scenarios.rs", "bench_scenarios.rs") or "tests" in path.parts[len(directory.parts):-1]:
             continue
         text = path.read_text()
         cut = text.find("#[cfg(test)]")

@@ -195,6 +195,16 @@ seccompProfile:
 {{- end }}
 
 {{/* The pods of the plugins the gateway serves. */}}
+{{- /* The pods of PluginBenchmark Jobs, which call the gateway like any caller. */ -}}
+{{- define "berth.networkPolicy.benchmarkPeer" -}}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/managed-by: berth-operator
+      app.kubernetes.io/component: benchmark
+  namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ include "berth.gateway.pluginNamespace" . }}
+{{- end }}
 {{- define "berth.networkPolicy.pluginPeer" -}}
 - podSelector:
     matchLabels:

@@ -4,6 +4,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
+use crate::benchmark::PluginBenchmark;
 use crate::grant::PluginGrant;
 use crate::plugin::Plugin;
 
@@ -17,6 +18,11 @@ pub fn grant_crd() -> CustomResourceDefinition {
     tidy(PluginGrant::crd())
 }
 
+/// The `pluginbenchmarks.berth.dev` CRD.
+pub fn benchmark_crd() -> CustomResourceDefinition {
+    tidy(PluginBenchmark::crd())
+}
+
 /// The `plugins.berth.dev` CRD as YAML.
 pub fn plugin_crd_yaml() -> String {
     serde_yaml::to_string(&plugin_crd()).expect("a CRD always serializes")
@@ -27,16 +33,27 @@ pub fn grant_crd_yaml() -> String {
     serde_yaml::to_string(&grant_crd()).expect("a CRD always serializes")
 }
 
-/// Both CRDs as one multi-document YAML stream, as `berth crd` prints them.
+/// The `pluginbenchmarks.berth.dev` CRD as YAML.
+pub fn benchmark_crd_yaml() -> String {
+    serde_yaml::to_string(&benchmark_crd()).expect("a CRD always serializes")
+}
+
+/// Every CRD as one multi-document YAML stream, as `berth crd` prints them.
 pub fn all_crds_yaml() -> String {
-    format!("{}---\n{}", plugin_crd_yaml(), grant_crd_yaml())
+    format!(
+        "{}---\n{}---\n{}",
+        plugin_crd_yaml(),
+        grant_crd_yaml(),
+        benchmark_crd_yaml()
+    )
 }
 
 /// File names under `crds/` and their contents.
-pub fn crd_files() -> [(&'static str, String); 2] {
+pub fn crd_files() -> [(&'static str, String); 3] {
     [
         ("plugins.berth.dev.yaml", plugin_crd_yaml()),
         ("plugingrants.berth.dev.yaml", grant_crd_yaml()),
+        ("pluginbenchmarks.berth.dev.yaml", benchmark_crd_yaml()),
     ]
 }
 
@@ -100,7 +117,37 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, vec!["Phase", "Version", "Risk", "Age"]);
+        assert_eq!(columns, vec!["Phase", "Version", "Risk", "Tier", "Age"]);
+    }
+
+    #[test]
+    fn benchmark_crd_has_short_name_status_and_printer_columns() {
+        let crd = benchmark_crd();
+        assert_eq!(crd.spec.names.short_names, Some(vec!["pbench".to_string()]));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let version = &crd.spec.versions[0];
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, vec!["Plugin", "Tier", "Phase", "Age"]);
+        let yaml = benchmark_crd_yaml();
+        let value: Value = serde_yaml::from_str(&yaml).unwrap();
+        let status = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"];
+        assert_eq!(
+            status["result"]["x-kubernetes-preserve-unknown-fields"],
+            Value::Bool(true)
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! share, and dependency ordering.
 
 pub mod approval;
+pub mod bench;
+pub mod benchmark;
 pub mod crd;
 pub mod deps;
 pub mod grant;
@@ -19,6 +21,10 @@ pub mod resources;
 pub mod risk;
 pub mod validate;
 
+pub use bench::{BenchReport, LiveTier, Tier, TierThresholds, TierVerdict};
+pub use benchmark::{
+    BenchmarkPhase, PluginBenchmark, PluginBenchmarkSpec, PluginBenchmarkStatus, validate_benchmark,
+};
 pub use grant::{GrantState, PluginGrant, PluginGrantSpec, PluginGrantStatus};
 pub use load::{Document, Loaded, Manifest, load_manifests};
 pub use permissions::{

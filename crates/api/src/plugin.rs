@@ -40,6 +40,7 @@ pub const DEFAULT_HOOK_PRIORITY: i32 = 100;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
     printcolumn = r#"{"name":"Risk","type":"string","jsonPath":".status.risk.tier"}"#,
+    printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".status.liveTier.tier"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -358,6 +359,10 @@ pub struct PluginStatus {
     /// The last benchmark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performance: Option<Performance>,
+    /// The tier the gateway derives from live traffic (written by the gateway, not the
+    /// operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_tier: Option<crate::bench::LiveTier>,
     /// Digests of the plugin's gateway credentials (`BERTH_PLUGIN_TOKEN`), one per revision
     /// whose pods may still run; the tokens themselves are only in Secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cmd;
 
 /// Berth runs plugins as hardened OCI containers behind one gateway, on Kubernetes or a laptop.
@@ -61,6 +62,9 @@ enum Command {
     Hook(cmd::local::HookArgs),
     /// Granted vs used egress and calls per plugin, and a grant narrowed to what was used.
     Usage(cmd::usage::Args),
+    /// Drive load at a plugin through the gateway; latency, throughput, errors, resources
+    /// and a tier.
+    Bench(Box<cmd::bench::Args>),
     // New subcommands go above this line, one variant each.
 }
 
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Command::Invoke(args) => cmd::local::invoke(args),
         Command::Hook(args) => cmd::local::hook(args),
         Command::Usage(args) => cmd::usage::run(args),
+        Command::Bench(args) => cmd::bench::run(*args),
         // New match arms go above this line, one each.
     };
     match result {

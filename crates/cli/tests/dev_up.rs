@@ -68,6 +68,8 @@ fn dev_up_runs_the_examples_and_lifecycle_commands_round_trip() {
     let bad = dev.berth(&["invoke", "calculator", "evaluate", r#"{"expr":"1"}"#]);
     assert_eq!(bad.status.code(), Some(1));
 
+    live_tiers_show_in_list_and_status_after_traffic(&dev);
+
     let out = dev.ok(&["disable", "calculator"]);
     assert!(out.contains("Disabled"), "{out}");
     dev.wait_gone("calculator");
@@ -118,6 +120,104 @@ fn dev_up_runs_the_examples_and_lifecycle_commands_round_trip() {
     let out = dev.ok(&["dev", "down"]);
     assert!(out.contains("removed"), "{out}");
     assert_eq!(dev.leftovers(), Vec::<String>::new());
+}
+
+/// After 25 calls, the gateway rates calculator within one tier interval (10 s by
+/// default); `berth list` shows the tier in its own aligned column, `berth status` too,
+/// and the gateway's answers carry the plugin's own time.
+fn live_tiers_show_in_list_and_status_after_traffic(dev: &Dev) {
+    let url = dev.gateway_url().unwrap();
+    let token = dev.token();
+    for _ in 0..25 {
+        let (code, body) = post(
+            &url,
+            "/v1/plugins/calculator/invoke/evaluate",
+            &token,
+            r#"{"expression":"6*7"}"#,
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let body = r#"{"expression":"1"}"#;
+    let mut s = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    write!(
+        s,
+        "POST /v1/plugins/calculator/invoke/evaluate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nserver-timing: upstream;dur="),
+        "{answer}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let listed = loop {
+        let calculator = dev.plugin("calculator");
+        if calculator["liveTier"]["tier"].is_string() {
+            break calculator;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live tier for calculator: {calculator}\n{}",
+            dev.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let tier = listed["tier"].as_str().unwrap().to_owned();
+    assert!(
+        ["Platinum", "Gold", "Silver", "Bronze"].contains(&tier.as_str()),
+        "{listed}"
+    );
+    assert!(
+        listed["liveTier"]["calls"].as_u64().unwrap() >= 25,
+        "{listed}"
+    );
+    assert_eq!(dev.status("calculator")["tier"], tier.as_str());
+
+    // The text table: every value starts under its header.
+    let text = dev.ok(&["list"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("NAME"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let columns = [
+        "NAME", "VERSION", "PHASE", "REV", "RESTARTS", "RISK", "TIER", "REASON",
+    ];
+    let starts: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            lines[header]
+                .find(c)
+                .unwrap_or_else(|| panic!("{c}: {text}"))
+        })
+        .collect();
+    let rows = &lines[header + 1..];
+    assert!(rows.len() >= 5, "{text}");
+    for row in rows {
+        for (column, &start) in columns.iter().zip(&starts).skip(1) {
+            if *column == "REASON" && row.len() <= start {
+                continue;
+            }
+            let bytes = row.as_bytes();
+            assert!(
+                bytes.get(start - 1) == Some(&b' ') && bytes.get(start).is_some_and(|b| *b != b' '),
+                "{column} value not under its header in {row:?}:\n{text}"
+            );
+        }
+    }
+    let row = rows
+        .iter()
+        .find(|r| r.starts_with("calculator "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let tier_start = starts[6];
+    assert_eq!(&row[tier_start..tier_start + tier.len()], tier, "{text}");
+    let status = dev.ok(&["status", "calculator"]);
+    assert!(status.contains(&format!("tier:      {tier}")), "{status}");
 }
 
 #[test]

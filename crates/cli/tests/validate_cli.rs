@@ -262,9 +262,10 @@ fn crd_output_matches_the_committed_files() {
     assert_eq!(out.status.code(), Some(0));
     let printed = String::from_utf8(out.stdout).unwrap();
     let committed = format!(
-        "{}---\n{}",
+        "{}---\n{}---\n{}",
         std::fs::read_to_string(root().join("crds/plugins.berth.dev.yaml")).unwrap(),
-        std::fs::read_to_string(root().join("crds/plugingrants.berth.dev.yaml")).unwrap()
+        std::fs::read_to_string(root().join("crds/plugingrants.berth.dev.yaml")).unwrap(),
+        std::fs::read_to_string(root().join("crds/pluginbenchmarks.berth.dev.yaml")).unwrap()
     );
     assert_eq!(printed, committed, "run `berth crd --write crds/`");
 }

@@ -1,8 +1,9 @@
 //! `PUT /v1/admin/directory` and `POST /v1/admin/observations`: how a supervisor in
 //! another process (local Docker mode: the host, while the gateway runs in a container)
 //! tells the gateway where plugins are and what happened to them; `POST /v1/admin/probe`:
-//! how it checks a new plugin container that only the gateway can reach. All need the
-//! `admin` scope.
+//! how it checks a new plugin container that only the gateway can reach;
+//! `POST /v1/admin/benchmarks`: how `berth bench` publishes a run's results as metrics.
+//! All need the `admin` scope.
 
 use std::sync::Arc;
 
@@ -57,6 +58,78 @@ pub(crate) async fn post_probe(
     probe(&gateway, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/admin/benchmarks`.
+pub(crate) async fn post_benchmark(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    benchmark(&gateway, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The error code of a benchmark report that does not fit.
+const INVALID_BENCHMARK: &str = "invalid_benchmark";
+
+/// Exports a `berth bench` report as the `berth_benchmark_*` gauges and audits it.
+async fn benchmark(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response> {
+    let principal = admin(gateway, headers, "/v1/admin/benchmarks")?;
+    let body = read_admin_body(gateway, headers, body).await?;
+    let report: berth_api::BenchReport = decode(&body, INVALID_BENCHMARK)?;
+    let invalid = |message: String| Error::BadRequest {
+        code: INVALID_BENCHMARK,
+        message,
+    };
+    let started: jiff::Timestamp = report.started_at.parse().map_err(|e| {
+        invalid(format!(
+            "startedAt: {:?} is not an RFC 3339 time ({e}); e.g. 2026-01-31T12:00:00Z",
+            report.started_at
+        ))
+    })?;
+    let numbers = [
+        ("latency.p50Ms", report.latency.p50_ms),
+        ("latency.p90Ms", report.latency.p90_ms),
+        ("latency.p99Ms", report.latency.p99_ms),
+        ("throughput", report.throughput),
+        ("errorRatio", report.error_ratio),
+    ];
+    if let Some((field, value)) = numbers.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
+        return Err(invalid(format!(
+            "{field}: {value} must be a finite number ≥ 0"
+        )));
+    }
+    let snapshot = gateway.snapshot();
+    // Only plugins of the directory: the name becomes a label value.
+    let Some(entry) = snapshot.get(&report.plugin) else {
+        return Err(Error::PluginNotFound(report.plugin));
+    };
+    gateway
+        .metrics()
+        .set_benchmark(&report, started.as_millisecond() as f64 / 1000.0);
+    gateway.inner.auditor.record(
+        berth_store::AuditEvent::new(principal.name.clone(), crate::tiers::BENCHMARK, "success")
+            .plugin(report.plugin.as_str())
+            .risk_score(entry.risk_score)
+            .details(json!({
+                "tier": report.verdict.tier,
+                "reasons": report.verdict.reasons,
+                "capabilities": report.capabilities,
+                "version": report.version,
+                "startedAt": report.started_at,
+                "load": report.load,
+                "durationSeconds": report.duration_seconds,
+                "requests": report.requests,
+                "throughput": report.throughput,
+                "errorRatio": report.error_ratio,
+                "p50Ms": report.latency.p50_ms,
+                "p90Ms": report.latency.p90_ms,
+                "p99Ms": report.latency.p99_ms,
+            })),
+    );
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// A probe request: `GET url` from the gateway, for at most `timeoutMs`.

@@ -147,9 +147,45 @@ pub struct Config {
     #[arg(long, env = "BERTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How far back live tiers look: each plugin's tier is rated from the calls of the
+    /// last `--tier-window`.
+    #[arg(long, env = "BERTH_TIER_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    pub tier_window: Duration,
+
+    /// How often live tiers are re-evaluated (the window advances in slots this long).
+    #[arg(long, env = "BERTH_TIER_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tier_interval: Duration,
+
+    /// Calls a plugin must have had in the window before it gets a live tier.
+    #[arg(long, env = "BERTH_TIER_MIN_CALLS", default_value_t = 20, value_parser = parse_capacity)]
+    pub tier_min_calls: usize,
+
+    /// Tier thresholds (YAML or JSON: `latencyQuantile`, then `latencyMs`, `errorRatio`
+    /// and `resourceRatio` under `platinum`, `gold` and `silver`); the defaults without.
+    #[arg(long, env = "BERTH_TIER_THRESHOLDS", value_name = "FILE", value_parser = parse_tier_thresholds)]
+    pub tier_thresholds: Option<berth_api::TierThresholds>,
+
     /// The egress proxy (off unless `--egress-listen` is given).
     #[command(flatten)]
     pub egress: EgressConfig,
+}
+
+impl Config {
+    /// The live-tier settings these flags give.
+    pub fn tier_settings(&self) -> crate::tiers::TierSettings {
+        crate::tiers::TierSettings {
+            window: self.tier_window,
+            // A slot longer than the window would leave it empty between evaluations.
+            interval: self.tier_interval.min(self.tier_window),
+            min_calls: self.tier_min_calls as u64,
+            thresholds: self.tier_thresholds.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Reads and checks a tier thresholds file.
+pub fn parse_tier_thresholds(path: &str) -> Result<berth_api::TierThresholds, String> {
+    crate::tiers::load_thresholds(std::path::Path::new(path))
 }
 
 /// The egress proxy's flags (docs/egress.md).
@@ -253,6 +289,10 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(1),
             pool_idle_per_host: 256,
             shutdown_grace: Duration::from_secs(30),
+            tier_window: Duration::from_secs(300),
+            tier_interval: Duration::from_secs(10),
+            tier_min_calls: 20,
+            tier_thresholds: None,
             egress: EgressConfig::default(),
         }
     }
@@ -358,6 +398,45 @@ mod tests {
             [AuditSinkKind::Sqlite, AuditSinkKind::Stdout]
         );
         assert!(parse(&["g", "--endpoint", "calc"]).is_err());
+    }
+
+    #[test]
+    fn tier_flags_parse_and_a_bad_thresholds_file_names_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("tiers.yaml");
+        std::fs::write(
+            &good,
+            "platinum: {latencyMs: 50, errorRatio: 0.001, resourceRatio: 0.8}\n\
+             gold: {latencyMs: 100, errorRatio: 0.01, resourceRatio: 0.9}\n\
+             silver: {latencyMs: 200, errorRatio: 0.05, resourceRatio: 0.95}\n",
+        )
+        .unwrap();
+        let c = parse(&[
+            "g",
+            "--tier-window",
+            "1m",
+            "--tier-interval",
+            "2s",
+            "--tier-min-calls",
+            "5",
+            "--tier-thresholds",
+            good.to_str().unwrap(),
+        ])
+        .unwrap();
+        let settings = c.tier_settings();
+        assert_eq!(settings.window, Duration::from_secs(60));
+        assert_eq!(settings.interval, Duration::from_secs(2));
+        assert_eq!(settings.min_calls, 5);
+        assert_eq!(settings.thresholds.platinum.latency_ms, 50.0);
+        assert_eq!(settings.thresholds.latency_quantile, 0.9);
+        assert!(parse(&["g", "--tier-min-calls", "0"]).is_err());
+
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "platinum: {latencyMs: fast}\n").unwrap();
+        let e = parse(&["g", "--tier-thresholds", bad.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.yaml: platinum.latencyMs:"), "{e}");
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub(crate) struct Inner {
     boot: u64,
     summarizer: Mutex<Summarizer>,
     pub usage: crate::usage::UsageBook,
+    pub tiers: crate::tiers::LiveTiers,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -108,6 +109,7 @@ pub(crate) struct PluginRuntime {
 pub(crate) struct CapabilityMetrics {
     pub success: prometheus::IntCounter,
     pub duration: prometheus::Histogram,
+    pub upstream: prometheus::Histogram,
 }
 
 impl PluginRuntime {
@@ -127,6 +129,9 @@ impl PluginRuntime {
                     ]),
                     duration: metrics
                         .invocation_duration
+                        .with_label_values(&[name, c.name.as_str()]),
+                    upstream: metrics
+                        .invocation_upstream
                         .with_label_values(&[name, c.name.as_str()]),
                 };
                 (c.name.clone(), m)
@@ -270,6 +275,7 @@ impl Gateway {
             client: upstream::client(config.connect_timeout, config.pool_idle_per_host),
             summarizer: Mutex::new(Summarizer::new(metrics.clone(), auditor.clone())),
             usage: crate::usage::UsageBook::new(),
+            tiers: crate::tiers::LiveTiers::new(config.tier_settings()),
             egress: config.egress.clone(),
             directory,
             pushed,
@@ -291,12 +297,16 @@ impl Gateway {
             Arc::downgrade(&gateway.inner),
             config.audit_summary_interval,
         ));
+        let tiers = tokio::spawn(evaluate_tiers_every(
+            Arc::downgrade(&gateway.inner),
+            config.tier_settings().interval,
+        ));
         gateway
             .inner
             .background
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([watch, summary]);
+            .extend([watch, summary, tiers]);
         gateway
     }
 
@@ -350,6 +360,67 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .summarize()
+    }
+
+    /// Follows the live tiers: a new map (every plugin of the directory, rated or not)
+    /// after each evaluation.
+    pub fn subscribe_tiers(
+        &self,
+    ) -> tokio::sync::watch::Receiver<Arc<std::collections::BTreeMap<String, berth_api::LiveTier>>>
+    {
+        self.inner.tiers.subscribe()
+    }
+
+    /// The live tier of `plugin` (unrated before its first evaluation).
+    pub fn live_tier(&self, plugin: &str) -> berth_api::LiveTier {
+        self.inner
+            .tiers
+            .current()
+            .get(plugin)
+            .cloned()
+            .unwrap_or_else(|| self.inner.tiers.unrated())
+    }
+
+    /// Advances the live-tier window and rates every plugin now (the gateway does so every
+    /// `--tier-interval`): sets `berth_plugin_tier` and audits each change.
+    pub fn evaluate_tiers_now(&self) {
+        let snapshot = self.snapshot();
+        let readings = crate::tiers::read_metrics(&self.inner.metrics, &snapshot);
+        let changes =
+            self.inner
+                .tiers
+                .evaluate(std::time::Instant::now(), jiff::Timestamp::now(), readings);
+        let metrics = &self.inner.metrics;
+        for (plugin, live) in self.inner.tiers.current().iter() {
+            metrics
+                .plugin_tier
+                .with_label_values(&[plugin])
+                .set(crate::tiers::gauge_value(live.tier));
+        }
+        let window = self.inner.tiers.settings().window.as_secs();
+        for change in changes {
+            let name = |t: Option<berth_api::Tier>| t.map_or("unrated", berth_api::Tier::as_str);
+            let mut event = AuditEvent::new("gateway", crate::tiers::TIER_CHANGED, "success")
+                .plugin(change.plugin.as_str())
+                .details(json!({
+                    "from": name(change.from),
+                    "to": name(change.to.tier),
+                    "reasons": change.to.reasons,
+                    "inputs": change.to.inputs,
+                    "calls": change.to.calls,
+                    "windowSeconds": window,
+                }));
+            if let Some(entry) = snapshot.get(&change.plugin) {
+                event = event.risk_score(entry.risk_score);
+            }
+            tracing::info!(
+                plugin = change.plugin,
+                from = name(change.from),
+                to = name(change.to.tier),
+                "live tier changed"
+            );
+            self.inner.auditor.record(event);
+        }
     }
 
     /// Final summaries, usage flush and audit flush; call once the server has stopped.
@@ -522,6 +593,16 @@ async fn watch_directory(
         let snapshot = rx.borrow_and_update().clone();
         let Some(inner) = inner.upgrade() else { return };
         Gateway { inner }.observe_snapshot(&snapshot);
+    }
+}
+
+async fn evaluate_tiers_every(inner: Weak<Inner>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        Gateway { inner }.evaluate_tiers_now();
     }
 }
 

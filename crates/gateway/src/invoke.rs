@@ -100,30 +100,65 @@ async fn run(
             .with_label_values(&[plugin, capability])
             .observe(elapsed),
     };
-    match result {
-        Ok(answer) => {
-            observe(started.elapsed().as_secs_f64());
-            Ok(answer_response(answer))
-        }
-        Err(Failure { error: e, attempts }) => {
-            if let Some(attempts) = attempts {
-                observe(started.elapsed().as_secs_f64());
-                gateway.inner.auditor.record(
-                    AuditEvent::new(principal.name.clone(), types::INVOCATION, outcome)
-                        .plugin(plugin)
-                        .risk_score(entry.risk_score)
-                        .details(json!({
-                            "capability": capability,
-                            "requestId": request_id.to_str().unwrap_or_default(),
-                            "code": e.code(),
-                            "error": e.to_string(),
-                            "attempts": attempts,
-                        })),
-                );
-            }
-            Err(e)
+    let upstream = match &result {
+        Ok(answer) => Some(answer.upstream),
+        Err(f) => f.upstream,
+    };
+    if let Some(waited) = upstream {
+        match cached {
+            Some(m) => m.upstream.observe(waited.as_secs_f64()),
+            None => metrics
+                .invocation_upstream
+                .with_label_values(&[plugin, capability])
+                .observe(waited.as_secs_f64()),
         }
     }
+    let mut response = match result {
+        Ok(answer) => {
+            observe(started.elapsed().as_secs_f64());
+            answer_response(answer)
+        }
+        Err(Failure {
+            error: e, attempts, ..
+        }) => {
+            let Some(attempts) = attempts else {
+                return Err(e);
+            };
+            observe(started.elapsed().as_secs_f64());
+            gateway.inner.auditor.record(
+                AuditEvent::new(principal.name.clone(), types::INVOCATION, outcome)
+                    .plugin(plugin)
+                    .risk_score(entry.risk_score)
+                    .details(json!({
+                        "capability": capability,
+                        "requestId": request_id.to_str().unwrap_or_default(),
+                        "code": e.code(),
+                        "error": e.to_string(),
+                        "attempts": attempts,
+                    })),
+            );
+            e.into_response()
+        }
+    };
+    if let Some(waited) = upstream {
+        response
+            .headers_mut()
+            .insert(SERVER_TIMING, server_timing(waited));
+    }
+    Ok(response)
+}
+
+/// `Server-Timing` on answers that reached a plugin.
+pub const SERVER_TIMING: &str = "server-timing";
+
+/// `upstream;dur=12.345`: milliseconds the plugin took, from sending it the request to
+/// receiving its answer's head (summed over attempts when a call was retried).
+fn server_timing(waited: Duration) -> HeaderValue {
+    // Integer formatting: a third cheaper than `{:.3}` of a float (decision 0062).
+    let micros = waited.as_micros();
+    let value = format!("upstream;dur={}.{:03}", micros / 1000, micros % 1000);
+    // Digits, a dot and ASCII letters: always a valid header value.
+    HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("upstream"))
 }
 
 /// The scope check for tokens, the grant check for plugins.
@@ -195,6 +230,8 @@ fn granted_call(
 struct Failure {
     error: Error,
     attempts: Option<u32>,
+    /// Time spent waiting for the heads of the plugin's answers, when any came.
+    upstream: Option<Duration>,
 }
 
 impl From<Error> for Failure {
@@ -202,6 +239,7 @@ impl From<Error> for Failure {
         Self {
             error,
             attempts: None,
+            upstream: None,
         }
     }
 }
@@ -289,9 +327,10 @@ async fn checked_call(
     let deadline = started + budget;
     let attempts = if idempotent { 1 + limits.retries } else { 1 };
     let path = format!("/v1/invoke/{capability}");
-    let (result, tries) = async {
+    let (result, tries, waited) = async {
         let mut tried = 0;
         let mut last = None;
+        let mut waited: Option<Duration> = None;
         for attempt in 0..attempts {
             if attempt > 0 {
                 let backoff = limits.retry_backoff * 2u32.saturating_pow(attempt - 1);
@@ -310,9 +349,14 @@ async fn checked_call(
                 deadline,
                 max_answer: limits.max_response_body,
             };
-            match upstream::post(&gateway.inner.client, call).await {
-                Ok(answer) if answer.status.is_success() || answer.status.is_client_error() => {
-                    return (Ok(answer), tried);
+            let answered = upstream::post(&gateway.inner.client, call).await;
+            if let Ok(answer) = &answered {
+                waited = Some(waited.unwrap_or_default() + answer.upstream);
+            }
+            match answered {
+                Ok(mut answer) if answer.status.is_success() || answer.status.is_client_error() => {
+                    answer.upstream = waited.unwrap_or(answer.upstream);
+                    return (Ok(answer), tried, waited);
                 }
                 Ok(answer) => {
                     let failed = plugin_failure(name, answer);
@@ -349,7 +393,7 @@ async fn checked_call(
             plugin: name.to_owned(),
             deadline: budget,
         });
-        (Err(error), tried)
+        (Err(error), tried, waited)
     }
     .await;
     drop(inflight);
@@ -360,6 +404,7 @@ async fn checked_call(
     result.map_err(|error| Failure {
         error,
         attempts: Some(tries),
+        upstream: waited,
     })
 }
 
@@ -521,5 +566,18 @@ fn asks(permissions: &berth_api::Permissions) -> String {
         "hooks that need approval".to_owned()
     } else {
         parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timing_is_milliseconds_with_three_decimals() {
+        let value = |d| server_timing(d).to_str().unwrap().to_owned();
+        assert_eq!(value(Duration::from_micros(12_345)), "upstream;dur=12.345");
+        assert_eq!(value(Duration::from_micros(7)), "upstream;dur=0.007");
+        assert_eq!(value(Duration::from_secs(2)), "upstream;dur=2000.000");
     }
 }

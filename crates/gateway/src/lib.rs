@@ -38,6 +38,7 @@ mod gateway;
 pub mod hooks;
 mod invoke;
 pub mod metrics;
+pub mod tiers;
 pub mod upstream;
 pub mod usage;
 
@@ -51,7 +52,7 @@ pub use config::{AuditSinkKind, Config, EgressConfig};
 pub use egress::{EgressProxy, EgressSettings};
 pub use error::{Error, Result};
 pub use gateway::Gateway;
-pub use invoke::ERROR_SOURCE;
+pub use invoke::{ERROR_SOURCE, SERVER_TIMING};
 pub use metrics::Metrics;
 pub use wire::{
     ColdStartWire, EntryWire, ObservationsWire, PushAnswerWire, RestartWire, SnapshotWire,
@@ -75,6 +76,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/admin/observations", post(admin::post_observations))
         .route("/v1/admin/probe", post(admin::post_probe))
         .route("/v1/admin/usage", get(usage::get_usage))
+        .route("/v1/admin/benchmarks", post(admin::post_benchmark))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(gateway)
@@ -250,14 +252,18 @@ fn describe(gateway: &Gateway, entry: &PluginEntry, admin: bool) -> Value {
             "idempotent": c.idempotent,
             "input": c.input,
             "output": c.output,
+            "examples": c.examples,
         })).collect::<Vec<_>>(),
         "hooks": spec.hooks.iter().map(|h| json!({
             "name": h.name, "mode": h.mode, "priority": h.priority,
         })).collect::<Vec<_>>(),
         "timeoutMs": resources.map(|r| r.timeout.as_millis() as u64),
         "maxConcurrency": resources.map(|r| r.max_concurrency),
+        "cpuMillis": resources.map(|r| r.cpu_millis),
+        "memoryBytes": resources.map(|r| r.memory_bytes),
         "circuit": runtime.as_ref().map_or("closed", |rt| rt.breaker.state(std::time::Instant::now()).as_str()),
         "inflight": runtime.as_ref().map_or(0, |rt| rt.max_concurrency as usize - rt.limiter.available_permits()),
+        "liveTier": gateway.live_tier(entry.name()),
     });
     if admin {
         out["endpoints"] = entry

@@ -16,7 +16,7 @@ use prometheus::{
 };
 
 /// Latency buckets (seconds) fine enough near the bottom for sub-millisecond plugins.
-const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// Cold-start buckets (seconds): container start to first healthy answer.
@@ -30,6 +30,9 @@ pub struct Metrics {
     pub invocations: IntCounterVec,
     /// `berth_invocation_duration_seconds{plugin,capability}`.
     pub invocation_duration: HistogramVec,
+    /// `berth_invocation_upstream_seconds{plugin,capability}`: from sending a call to the
+    /// plugin to receiving its answer's head (the plugin's own time, as the gateway sees it).
+    pub invocation_upstream: HistogramVec,
     /// `berth_inflight_invocations{plugin}`.
     pub inflight: IntGaugeVec,
     /// `berth_hook_deliveries_total{hook,plugin,outcome}`.
@@ -52,6 +55,19 @@ pub struct Metrics {
     pub cpu_cores: GaugeVec,
     /// `berth_plugin_memory_bytes{plugin}`: memory in use, as the backend last saw it.
     pub memory_bytes: IntGaugeVec,
+    /// `berth_plugin_tier{plugin}`: the live tier (4 Platinum … 1 Bronze, 0 unrated).
+    pub plugin_tier: IntGaugeVec,
+    /// `berth_benchmark_tier{plugin}`: the last `berth bench` tier (4 Platinum … 1 Bronze).
+    pub benchmark_tier: IntGaugeVec,
+    /// `berth_benchmark_latency_seconds{plugin,quantile}`: the last benchmark's latency,
+    /// a summary (its `_count` and `_sum` are the run's answers and their total time).
+    pub benchmark_latency: BenchmarkLatency,
+    /// `berth_benchmark_throughput{plugin}`: the last benchmark's answers per second.
+    pub benchmark_throughput: GaugeVec,
+    /// `berth_benchmark_error_ratio{plugin}`: the last benchmark's errors over answers.
+    pub benchmark_error_ratio: GaugeVec,
+    /// `berth_benchmark_timestamp_seconds{plugin}`: when the last benchmark began (Unix time).
+    pub benchmark_timestamp: GaugeVec,
     /// `berth_egress_requests_total{plugin,host,decision}`: `host` is the granted pattern
     /// that matched or a `denied:*` bucket, never the requested name (docs/egress.md).
     pub egress_requests: IntCounterVec,
@@ -128,6 +144,12 @@ impl Metrics {
                 &["plugin", "capability"],
                 LATENCY_BUCKETS,
             ),
+            invocation_upstream: histogram(
+                "berth_invocation_upstream_seconds",
+                "Time from sending an invocation to the plugin to receiving its answer's head (summed over retries).",
+                &["plugin", "capability"],
+                LATENCY_BUCKETS,
+            ),
             inflight: gauge(
                 "berth_inflight_invocations",
                 "Invocations currently sent to a plugin and not yet answered.",
@@ -183,6 +205,38 @@ impl Metrics {
             memory_bytes: gauge(
                 "berth_plugin_memory_bytes",
                 "Memory each plugin uses, in bytes, as its backend last measured it.",
+                &["plugin"],
+            ),
+            plugin_tier: gauge(
+                "berth_plugin_tier",
+                "Live tier of each plugin over the gateway's rolling window: 4 Platinum, 3 Gold, 2 Silver, 1 Bronze, 0 unrated.",
+                &["plugin"],
+            ),
+            benchmark_tier: gauge(
+                "berth_benchmark_tier",
+                "Tier of each plugin's last benchmark: 4 Platinum, 3 Gold, 2 Silver, 1 Bronze.",
+                &["plugin"],
+            ),
+            benchmark_latency: {
+                let summary = BenchmarkLatency::new();
+                registry
+                    .register(Box::new(summary.clone()))
+                    .expect("unique metric");
+                summary
+            },
+            benchmark_throughput: float_gauge(
+                "berth_benchmark_throughput",
+                "Answers per second of each plugin's last benchmark.",
+                &["plugin"],
+            ),
+            benchmark_error_ratio: float_gauge(
+                "berth_benchmark_error_ratio",
+                "Errors over answers (0-1) of each plugin's last benchmark.",
+                &["plugin"],
+            ),
+            benchmark_timestamp: float_gauge(
+                "berth_benchmark_timestamp_seconds",
+                "When each plugin's last benchmark began, as Unix time in seconds.",
                 &["plugin"],
             ),
             egress_requests: counter(
@@ -284,6 +338,34 @@ impl Metrics {
         // A usage reading of a plugin that is gone would otherwise stay exported forever.
         let _ = self.cpu_cores.remove_label_values(&[plugin]);
         let _ = self.memory_bytes.remove_label_values(&[plugin]);
+        let _ = self.plugin_tier.remove_label_values(&[plugin]);
+        for gauge in [
+            &self.benchmark_throughput,
+            &self.benchmark_error_ratio,
+            &self.benchmark_timestamp,
+        ] {
+            let _ = gauge.remove_label_values(&[plugin]);
+        }
+        let _ = self.benchmark_tier.remove_label_values(&[plugin]);
+        self.benchmark_latency.remove(plugin);
+    }
+
+    /// Exports a benchmark's results as the `berth_benchmark_*` gauges of its plugin.
+    pub fn set_benchmark(&self, report: &berth_api::BenchReport, started_unix: f64) {
+        let plugin = report.plugin.as_str();
+        self.benchmark_tier
+            .with_label_values(&[plugin])
+            .set(report.verdict.tier.gauge_value());
+        self.benchmark_latency.set(report);
+        self.benchmark_throughput
+            .with_label_values(&[plugin])
+            .set(report.throughput);
+        self.benchmark_error_ratio
+            .with_label_values(&[plugin])
+            .set(report.error_ratio);
+        self.benchmark_timestamp
+            .with_label_values(&[plugin])
+            .set(started_unix);
     }
 
     /// Drops the per-plugin series of every plugin `keep` refuses: the gateway calls it
@@ -296,6 +378,9 @@ impl Metrics {
             self.inflight.collect(),
             self.cpu_cores.collect(),
             self.memory_bytes.collect(),
+            self.plugin_tier.collect(),
+            self.benchmark_tier.collect(),
+            self.benchmark_latency.collect(),
         ];
         let gone: BTreeSet<String> = families
             .iter()
@@ -316,6 +401,118 @@ impl Metrics {
         // Encoding only fails on invalid metric families, which registration rules out.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// `berth_benchmark_latency_seconds`: a summary per plugin built from its last benchmark
+/// (quantiles 0.5, 0.9 and 0.99; `_count` the answers, `_sum` their total seconds). A
+/// gauge may not carry a `quantile` label; a summary does.
+#[derive(Clone, Debug)]
+pub struct BenchmarkLatency {
+    desc: prometheus::core::Desc,
+    latest: Arc<std::sync::Mutex<std::collections::BTreeMap<String, LatencySummary>>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LatencySummary {
+    quantiles: [(f64, f64); 3],
+    count: u64,
+    sum: f64,
+}
+
+impl BenchmarkLatency {
+    fn new() -> Self {
+        let desc = prometheus::core::Desc::new(
+            "berth_benchmark_latency_seconds".into(),
+            "Latency of each plugin's last benchmark by the benchmark's clock: quantiles, answers and their total time.".into(),
+            // `quantile` is not a variable label of the Desc: each summary sample carries it.
+            BENCHMARK_LATENCY_LABELS[..1]
+                .iter()
+                .map(|l| (*l).to_owned())
+                .collect(),
+            std::collections::HashMap::new(),
+        )
+        .expect("valid metric");
+        Self {
+            desc,
+            latest: Arc::default(),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, LatencySummary>> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the plugin's summary with `report`'s latency.
+    pub fn set(&self, report: &berth_api::BenchReport) {
+        let l = &report.latency;
+        let values = [l.p50_ms, l.p90_ms, l.p99_ms];
+        let quantile = |i: usize| BENCHMARK_QUANTILES[i].parse::<f64>().unwrap_or_default();
+        let summary = LatencySummary {
+            quantiles: [0, 1, 2].map(|i| (quantile(i), values[i] / 1000.0)),
+            count: report.requests,
+            sum: l.mean_ms / 1000.0 * report.requests as f64,
+        };
+        self.lock().insert(report.plugin.clone(), summary);
+    }
+
+    /// Drops the plugin's summary.
+    pub fn remove(&self, plugin: &str) {
+        self.lock().remove(plugin);
+    }
+}
+
+/// The labels of the summary's series: `plugin`, and the `quantile`
+/// each summary sample carries (one of [`BENCHMARK_QUANTILES`]).
+const BENCHMARK_LATENCY_LABELS: &[&str] = &["plugin", "quantile"];
+/// The summary's quantiles, as its `quantile` label spells them.
+const BENCHMARK_QUANTILES: [&str; 3] = ["0.5", "0.9", "0.99"];
+
+impl prometheus::core::Collector for BenchmarkLatency {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto;
+        let metrics = self
+            .lock()
+            .iter()
+            .map(|(plugin, s)| {
+                let mut label = proto::LabelPair::default();
+                label.set_name("plugin".into());
+                label.set_value(plugin.clone());
+                let mut summary = proto::Summary::default();
+                summary.set_sample_count(s.count);
+                summary.set_sample_sum(s.sum);
+                summary.set_quantile(
+                    s.quantiles
+                        .iter()
+                        .map(|(q, v)| {
+                            let mut quantile = proto::Quantile::default();
+                            quantile.set_quantile(*q);
+                            quantile.set_value(*v);
+                            quantile
+                        })
+                        .collect(),
+                );
+                let mut metric = proto::Metric::default();
+                metric.set_label(vec![label]);
+                metric.set_summary(summary);
+                metric
+            })
+            .collect::<Vec<_>>();
+        if metrics.is_empty() {
+            return Vec::new();
+        }
+        let mut family = proto::MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(proto::MetricType::SUMMARY);
+        family.set_metric(metrics);
+        vec![family]
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Answer {
     pub content_type: Option<HeaderValue>,
     /// Its body.
     pub body: Bytes,
+    /// From sending the request to receiving the answer's head: the plugin's own time
+    /// (and the network's), which `Server-Timing: upstream` reports.
+    pub upstream: Duration,
 }
 
 /// Why a call got no answer.
@@ -86,10 +89,12 @@ pub async fn post(client: &HttpClient, call: Call<'_>) -> Result<Answer, CallErr
         .body(Full::new(call.body))
         .map_err(|e| CallError::Transport(e.to_string()))?;
     let exchange = async {
+        let sent = Instant::now();
         let response = client
             .request(request)
             .await
             .map_err(|e| CallError::Transport(berth_contract::error_chain(&e)))?;
+        let upstream = sent.elapsed();
         let (parts, body) = response.into_parts();
         // A declared length past the limit fails before a byte of the body is read.
         let declared = parts
@@ -116,6 +121,7 @@ pub async fn post(client: &HttpClient, call: Call<'_>) -> Result<Answer, CallErr
             status: parts.status,
             content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
             body,
+            upstream,
         })
     };
     match tokio::time::timeout_at(call.deadline, exchange).await {

@@ -16,6 +16,7 @@
 use std::path::PathBuf;
 
 pub mod audit;
+pub mod bench;
 mod fault;
 pub mod local;
 mod sqlite;
@@ -23,6 +24,7 @@ mod time;
 pub mod usage;
 
 pub use audit::{AuditChain, AuditEvent, ChainBreak, ChainHead, ChainReport, verify_chain};
+pub use bench::BenchRun;
 pub use fault::check_directory;
 pub use local::{GrantRecord, InstalledPlugin, PluginStatusRecord, RevisionRecord};
 pub use sqlite::{AuditQuery, SCHEMA_VERSION, Store};

@@ -106,6 +106,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (plugin, kind, item, day)
     );
     CREATE INDEX usage_days_by_day ON usage_days (day);",
+    // 4: `berth bench` results, one row a run.
+    "CREATE TABLE bench_runs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        plugin     TEXT    NOT NULL,
+        started_at TEXT    NOT NULL,
+        report     TEXT    NOT NULL
+    );
+    CREATE INDEX bench_runs_by_plugin ON bench_runs (plugin, started_at);",
 ];
 
 /// The newest schema version this build knows.

@@ -3,6 +3,7 @@
 //! No client and no clock: the same input always gives the same objects, so `berth render`,
 //! the controller and the snapshot tests agree byte for byte.
 
+mod job;
 mod network;
 mod rbac;
 mod workload;
@@ -18,6 +19,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use serde::Serialize;
 
+pub use job::{
+    BENCH_CONTAINER, BENCHMARK_LABEL, BenchOptions, DEFAULT_BENCH_IMAGE, JOB_TTL_SECONDS,
+    bench_args, bench_job_name, render_bench_job,
+};
 pub use network::render_network_policy;
 pub use rbac::{render_role, render_role_binding};
 pub use workload::{

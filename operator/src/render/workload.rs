@@ -227,20 +227,7 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
         readiness_probe: Some(probe(5, 3)),
         liveness_probe: Some(probe(10, 3)),
         startup_probe: Some(probe(2, 30)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(PLUGIN_UID),
-            run_as_group: Some(PLUGIN_UID),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(runtime_default()),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(hardened_container()),
         volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
@@ -292,7 +279,27 @@ pub fn render_deployment(input: RenderInput<'_>, resources: &ResolvedResources) 
     }
 }
 
-fn runtime_default() -> SeccompProfile {
+/// The container security context of every pod Berth renders (plugins and benchmark
+/// Jobs): non-root, read-only root filesystem, no capabilities, no privilege escalation,
+/// the runtime's default seccomp profile.
+pub(super) fn hardened_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(PLUGIN_UID),
+        run_as_group: Some(PLUGIN_UID),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    }
+}
+
+pub(super) fn runtime_default() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,

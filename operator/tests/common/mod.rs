@@ -58,3 +58,29 @@ pub fn render(files: &[String], assume_granted: bool) -> Template {
         },
     )
 }
+
+/// The PluginBenchmarks under `operator/tests/benchmarks`, each with a UID so that it owns
+/// its Job, and the Job the operator renders for it.
+pub fn benchmark_jobs() -> Vec<(String, k8s_openapi::api::batch::v1::Job)> {
+    yaml_files("operator/tests/benchmarks")
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(root().join(&file)).unwrap();
+            let mut benchmark: berth_api::PluginBenchmark =
+                serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let problems = berth_api::validate_benchmark(&benchmark.spec);
+            assert!(problems.is_empty(), "{file}: {problems:?}");
+            benchmark.metadata.uid = Some("5c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5".into());
+            let file_of = format!("examples/{}.yaml", benchmark.spec.plugin);
+            let bytes = std::fs::read(root().join(&file_of)).unwrap();
+            let plugin = berth_api::load::load_single_plugin(&file_of, &bytes)
+                .unwrap_or_else(|e| panic!("{file_of}: {e:?}"));
+            let job = berth_operator::render::render_bench_job(
+                &benchmark,
+                &plugin,
+                &berth_operator::render::BenchOptions::default(),
+            );
+            (file, job)
+        })
+        .collect()
+}

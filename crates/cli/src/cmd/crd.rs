@@ -12,7 +12,7 @@ pub struct Args {
     pub write: Option<std::path::PathBuf>,
 }
 
-/// Prints both CRDs as a multi-document stream, or writes them into a directory.
+/// Prints every CRD as a multi-document stream, or writes them into a directory.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.write {
         None => print!("{}", crd::all_crds_yaml()),

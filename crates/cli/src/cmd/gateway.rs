@@ -22,6 +22,10 @@ pub struct Args {
     /// Namespace to watch with `--backend kubernetes`.
     #[arg(long, env = "BERTH_NAMESPACE", default_value = "default")]
     pub namespace: String,
+    /// With `--backend kubernetes`: write each plugin's live tier into `status.liveTier` of
+    /// its Plugin (needs `patch` on `plugins/status`), so `kubectl get plugins` shows TIER.
+    #[arg(long, env = "BERTH_WRITE_LIVE_TIERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub write_live_tiers: bool,
     /// The gateway's configuration.
     #[command(flatten)]
     pub config: Config,
@@ -71,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .init();
     let config = args.config;
     let (backend, namespace, tier) = (args.backend, args.namespace, config.auto_approve_tier);
+    let write_live_tiers = args.write_live_tiers;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,9 +87,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let client = kube::Client::try_default()
                     .await
                     .context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;
-                let (directory, _watch) =
-                    berth_operator::directory::KubernetesDirectory::start(client, &namespace, tier);
-                Gateway::from_config_with(&config, directory)?
+                let (directory, _watch) = berth_operator::directory::KubernetesDirectory::start(
+                    client.clone(),
+                    &namespace,
+                    tier,
+                );
+                let running = Gateway::from_config_with(&config, directory)?;
+                if write_live_tiers {
+                    let tiers = running.gateway.subscribe_tiers();
+                    let namespace = namespace.clone();
+                    tokio::spawn(async move {
+                        berth_operator::live_tier::follow(
+                            client,
+                            &namespace,
+                            tiers,
+                            berth_operator::live_tier::WriteLimits::default(),
+                        )
+                        .await;
+                    });
+                }
+                running
             }
             Backend::Pushed => {
                 if !config.plugins.is_empty() || !config.endpoints.is_empty() {

@@ -12,10 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use berth_api::{Phase, Plugin, assess};
+use berth_api::{LiveTier, Phase, Plugin, assess};
 use berth_docker::control::{InstallChange, LocalControl, Outcome, StateDir, current_user};
 use berth_docker::supervisor::plan;
 use berth_store::Store;
+use comfy_table::{CellAlignment, ContentArrangement, Table};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -128,16 +129,117 @@ fn gateway_down_line(gateway: Option<&Value>) -> Option<String> {
     ))
 }
 
+/// Each plugin's live tier as the running local gateway rates it (`GET /v1/plugins`);
+/// `None` when no gateway answers, so the tier is shown as unknown rather than guessed.
+fn live_tiers(
+    state: &StateDir,
+    store: &Store,
+) -> Option<std::collections::BTreeMap<String, LiveTier>> {
+    if gateway_state(store).is_some_and(|g| g["state"] == "down") {
+        return None;
+    }
+    let client = control(state, store).gateway().ok()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let (status, body) = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(3),
+                client.send(http::Method::GET, "/v1/plugins", None),
+            )
+            .await
+        })
+        .ok()?
+        .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let listed: Value = serde_json::from_str(&body).ok()?;
+    Some(
+        listed["plugins"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| {
+                let name = p["name"].as_str()?.to_owned();
+                let live = serde_json::from_value(p["liveTier"].clone()).ok()?;
+                Some((name, live))
+            })
+            .collect(),
+    )
+}
+
+/// A live tier in a table cell: the tier, `unrated` below the minimum calls, `-` unknown.
+fn tier_cell(live: Option<&LiveTier>) -> String {
+    match live {
+        Some(LiveTier { tier: Some(t), .. }) => t.to_string(),
+        Some(_) => "unrated".into(),
+        None => "-".into(),
+    }
+}
+
+/// A table without borders whose values start under their headers.
+fn plain_table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+        column.set_cell_alignment(CellAlignment::Left);
+    }
+    table
+}
+
+/// A table's lines without the padding after the last column.
+fn table_text(table: &Table) -> String {
+    table
+        .lines()
+        .map(|l| l.trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `berth list`'s table.
+fn list_table(rows: &[Value]) -> String {
+    let mut table = plain_table(&[
+        "NAME", "VERSION", "PHASE", "REV", "RESTARTS", "RISK", "TIER", "REASON",
+    ]);
+    for r in rows {
+        let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+        table.add_row(vec![
+            s("name"),
+            s("version"),
+            s("phase"),
+            r["revision"].as_u64().map_or("-".into(), |v| v.to_string()),
+            r["restarts"].as_u64().unwrap_or(0).to_string(),
+            s("risk"),
+            s("tier"),
+            r["reason"].as_str().unwrap_or("").to_owned(),
+        ]);
+    }
+    table_text(&table)
+}
+
 /// `berth list`: installed plugins and what they are doing.
 pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let (_, store) = args.state.open()?;
+    let (state, store) = args.state.open()?;
+    let installed = store.plugins()?;
+    let tiers = if installed.is_empty() {
+        None
+    } else {
+        live_tiers(&state, &store)
+    };
     let mut rows = Vec::new();
-    for inst in store.plugins()? {
+    for inst in installed {
         let plugin = plan::parse_installed(&inst).ok();
         let status = store.status(&inst.name)?;
         let risk = plugin
             .as_ref()
             .map(|p| assess(&p.spec.permissions, &p.spec.hooks));
+        let live = tiers.as_ref().and_then(|t| t.get(&inst.name));
         rows.push(json!({
             "name": inst.name,
             "version": plugin.as_ref().map(|p| p.spec.version.clone()),
@@ -146,6 +248,8 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             "revision": status.as_ref().and_then(|s| s.serving_revision),
             "restarts": status.as_ref().map(|s| s.restarts).unwrap_or(0),
             "risk": risk.as_ref().map(|r| format!("{} {}", r.score, r.tier)),
+            "tier": live.map(|l| tier_cell(Some(l))),
+            "liveTier": live,
             "reason": status.as_ref().and_then(|s| s.reason.clone()),
         }));
     }
@@ -160,24 +264,58 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         println!("no plugins installed (`berth dev up examples/` or `berth install FILE`)");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<18} {:<9} {:<17} {:>4} {:>8} {:<14} REASON",
-        "NAME", "VERSION", "PHASE", "REV", "RESTARTS", "RISK"
-    );
-    for r in rows {
-        let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
-        println!(
-            "{:<18} {:<9} {:<17} {:>4} {:>8} {:<14} {}",
-            s("name"),
-            s("version"),
-            s("phase"),
-            r["revision"].as_u64().map_or("-".into(), |v| v.to_string()),
-            r["restarts"],
-            s("risk"),
-            r["reason"].as_str().unwrap_or("")
-        );
-    }
+    println!("{}", list_table(&rows));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The live tier in one line of `berth status`, and the reasons under it.
+fn tier_lines(live: Option<&LiveTier>) -> Vec<String> {
+    let Some(live) = live else {
+        return vec![
+            "tier:      - (no local gateway answered; it rates plugins from live traffic)".into(),
+        ];
+    };
+    let window = format!("{} calls in the last {} s", live.calls, live.window_seconds);
+    let Some(tier) = live.tier else {
+        return vec![format!("tier:      unrated ({window}; too few to rate)")];
+    };
+    let mut lines = vec![match live.inputs {
+        Some(i) => format!(
+            "tier:      {tier} (latency {:.1} ms, {:.3} % errors{}; {window})",
+            i.latency_ms,
+            i.error_ratio * 100.0,
+            i.resource_ratio
+                .map(|r| format!(", {:.0} % of a resource limit", r * 100.0))
+                .unwrap_or_default()
+        ),
+        None => format!("tier:      {tier} ({window})"),
+    }];
+    lines.extend(live.reasons.iter().map(|r| format!("           {r}")));
+    lines
+}
+
+/// The last `berth bench` run of `plugin` in one line, if one is stored.
+fn last_benchmark(store: &Store, plugin: &str) -> Option<(Value, String)> {
+    let run = store.bench_runs(plugin, 1).ok()?.into_iter().next()?;
+    let report: berth_api::BenchReport = serde_json::from_str(&run.report).ok()?;
+    let line = format!(
+        "benchmark: {} at {} — p50 {:.1} ms, p99 {:.1} ms, {:.0} req/s, {:.3} % errors",
+        report.verdict.tier,
+        report.started_at,
+        report.latency.p50_ms,
+        report.latency.p99_ms,
+        report.throughput,
+        report.error_ratio * 100.0
+    );
+    let summary = json!({
+        "tier": report.verdict.tier,
+        "startedAt": report.started_at,
+        "p50Ms": report.latency.p50_ms,
+        "p99Ms": report.latency.p99_ms,
+        "throughput": report.throughput,
+        "errorRatio": report.error_ratio,
+    });
+    Some((summary, line))
 }
 
 /// Options of `berth status`.
@@ -202,6 +340,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let status = store.status(&args.name)?;
     let revisions = store.revisions(&args.name)?;
     let grants = store.grants(&args.name)?;
+    let tiers = live_tiers(&state, &store);
+    let live = tiers.as_ref().and_then(|t| t.get(&args.name));
+    let benchmark = last_benchmark(&store, &args.name);
     let out = json!({
         "name": inst.name,
         "version": plugin.spec.version,
@@ -213,6 +354,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "revisions": revisions,
         "grants": grants,
         "gateway": gateway_state(&store),
+        "tier": live.map(|l| tier_cell(Some(l))),
+        "liveTier": live,
+        "benchmark": benchmark.as_ref().map(|(summary, _)| summary),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -246,6 +390,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     println!("risk:      {} ({})", risk.score, risk.tier);
     for r in &risk.reasons {
         println!("           {r}");
+    }
+    for line in tier_lines(live) {
+        println!("{line}");
+    }
+    if let Some((_, line)) = &benchmark {
+        println!("{line}");
     }
     if !revisions.is_empty() {
         println!("revisions:");
@@ -684,5 +834,116 @@ fn gateway_call(
     } else {
         eprintln!("error: the gateway answered {status}: {pretty}");
         Ok(ExitCode::from(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where each header of `header_line` starts.
+    fn header_starts(header_line: &str, headers: &[&str]) -> Vec<usize> {
+        headers
+            .iter()
+            .map(|h| {
+                header_line
+                    .find(h)
+                    .unwrap_or_else(|| panic!("{h} in {header_line}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn list_values_start_under_their_headers() {
+        let rows = vec![
+            json!({"name": "calculator", "version": "0.1.0", "phase": "Running", "revision": 1,
+                   "restarts": 0, "risk": "0 low", "tier": "Platinum", "reason": null}),
+            json!({"name": "a-plugin-with-a-long-name", "version": "12.0.0-rc.1",
+                   "phase": "AwaitingApproval", "revision": 12345, "restarts": 1234567,
+                   "risk": "73 high", "tier": null, "reason": "asks for network egress"}),
+            json!({"name": "x", "version": null, "phase": "Installed", "revision": null,
+                   "restarts": 0, "risk": null, "tier": "unrated", "reason": null}),
+        ];
+        let text = list_table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let headers = [
+            "NAME", "VERSION", "PHASE", "REV", "RESTARTS", "RISK", "TIER", "REASON",
+        ];
+        let starts = header_starts(lines[0], &headers);
+        assert_eq!(starts[0], 0, "{text}");
+        let expected: [[&str; 7]; 3] = [
+            [
+                "calculator",
+                "0.1.0",
+                "Running",
+                "1",
+                "0",
+                "0 low",
+                "Platinum",
+            ],
+            [
+                "a-plugin-with-a-long-name",
+                "12.0.0-rc.1",
+                "AwaitingApproval",
+                "12345",
+                "1234567",
+                "73 high",
+                "-",
+            ],
+            ["x", "-", "Installed", "-", "0", "-", "unrated"],
+        ];
+        for (line, values) in lines[1..].iter().zip(expected) {
+            for (value, start) in values.iter().zip(&starts) {
+                assert_eq!(
+                    line.get(*start..*start + value.len()),
+                    Some(*value),
+                    "{value:?} under its header in\n{text}"
+                );
+                assert!(
+                    *start == 0 || line.as_bytes()[start - 1] == b' ',
+                    "{value:?} starts a cell in\n{text}"
+                );
+            }
+        }
+        assert!(lines[2].ends_with("asks for network egress"), "{text}");
+        assert!(
+            text.lines().all(|l| l == l.trim_end()),
+            "no trailing blanks"
+        );
+    }
+
+    #[test]
+    fn tiers_show_what_is_known_and_nothing_invented() {
+        assert_eq!(tier_cell(None), "-");
+        let unrated = LiveTier {
+            tier: None,
+            reasons: vec![],
+            calls: 3,
+            window_seconds: 300,
+            inputs: None,
+            since: None,
+        };
+        assert_eq!(tier_cell(Some(&unrated)), "unrated");
+        assert!(tier_lines(Some(&unrated))[0].contains("3 calls in the last 300 s"));
+        assert!(tier_lines(None)[0].starts_with("tier:      -"));
+        let gold = LiveTier {
+            tier: Some(berth_api::Tier::Gold),
+            reasons: vec!["p90 latency 700.0 ms → Gold".into()],
+            calls: 40,
+            inputs: Some(berth_api::bench::TierInputs {
+                latency_ms: 700.0,
+                error_ratio: 0.0,
+                resource_ratio: None,
+            }),
+            ..unrated
+        };
+        assert_eq!(tier_cell(Some(&gold)), "Gold");
+        let lines = tier_lines(Some(&gold));
+        assert!(
+            lines[0].starts_with("tier:      Gold (latency 700.0 ms"),
+            "{lines:?}"
+        );
+        assert_eq!(lines[1].trim(), "p90 latency 700.0 ms → Gold");
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod audit;
+pub mod bench;
 pub mod build;
 pub mod children;
 pub mod crd;

@@ -9,4 +9,5 @@ mod lifecycle;
 mod metrics;
 mod pushed;
 mod support;
+mod tiers;
 mod usage;
