@@ -104,3 +104,29 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The command line the operator gives a benchmark Job is one this binary accepts.
+    #[test]
+    fn the_operators_benchmark_job_command_lines_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../operator/tests/benchmarks");
+        for name in ["calculator-closed-loop.yaml", "calculator-open-loop.yaml"] {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            let benchmark: berth_api::PluginBenchmark = serde_yaml::from_str(&text).unwrap();
+            let args = berth_operator::render::bench_args(
+                &benchmark,
+                &berth_operator::render::BenchOptions::default(),
+            );
+            let cli = Cli::try_parse_from(std::iter::once("berth".to_string()).chain(args.clone()))
+                .unwrap_or_else(|e| panic!("{name}: berth {}: {e}", args.join(" ")));
+            let Command::Bench(bench) = cli.command else {
+                panic!("{name}: not a bench command: {args:?}");
+            };
+            assert_eq!(bench.plugin, "calculator", "{name}");
+        }
+    }
+}
