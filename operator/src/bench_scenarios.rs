@@ -289,6 +289,98 @@ async fn a_succeeded_job_fills_the_status_and_the_plugin_performance() {
     assert_eq!(BENCH_FIELD_MANAGER, "berth-benchmark");
 }
 
+/// The calculator with a benchmark summary measured at `measured_at`.
+fn calculator_measured_at(measured_at: &str) -> Plugin {
+    let mut p = calculator(Phase::Ready);
+    let mut performance = report().performance();
+    performance.tier = "Bronze".into();
+    performance.measured_at = measured_at.into();
+    p.status
+        .get_or_insert_with(PluginStatus::default)
+        .performance = Some(performance);
+    p
+}
+
+#[tokio::test]
+async fn an_older_run_finishing_later_leaves_the_plugins_newer_performance() {
+    // This run started at 11:59:00Z; the Plugin summarises one measured at 11:59:30Z, written
+    // with an offset so that comparing the strings would get the order wrong.
+    let b = running(benchmark(json!({"plugin": "calculator"})));
+    let p = calculator_measured_at("2026-03-01T10:59:30-01:00");
+    let message = serde_json::to_string(&report()).unwrap();
+    let (action, seen) = reconcile_with(
+        &b,
+        &[&p],
+        vec![
+            Expect::new(
+                Method::GET,
+                format!("{JOBS}/{JOB}"),
+                Reply::Json(job("Complete", None, None)),
+            ),
+            Expect::new(Method::GET, PODS, Reply::Json(pods_with_message(&message))),
+            // No PATCH of plugins/calculator/status.
+            status_patch(&b),
+            Expect::event(NS),
+        ],
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+    assert!(!seen.iter().any(|s| s.path.starts_with(PLUGINS)));
+    // The benchmark itself still records its own result.
+    let status = status_of(&seen);
+    assert_eq!(status.phase, Some(BenchmarkPhase::Succeeded));
+    assert_eq!(status.result, Some(report()));
+}
+
+#[tokio::test]
+async fn a_newer_run_replaces_an_older_performance() {
+    // Stored 11:58:00Z (12:58 at +01:00, later than 11:59 as a string): older than this run.
+    let b = running(benchmark(json!({"plugin": "calculator"})));
+    let p = calculator_measured_at("2026-03-01T12:58:00+01:00");
+    let mut plugin_patch = Expect::new(
+        Method::PATCH,
+        format!("{PLUGINS}/calculator/status"),
+        Reply::WithStatus(serde_json::to_value(&p).unwrap()),
+    );
+    plugin_patch.query_contains = &["fieldManager=berth-benchmark", "force=true"];
+    let message = serde_json::to_string(&report()).unwrap();
+    let (_, seen) = reconcile_with(
+        &b,
+        &[&p],
+        vec![
+            Expect::new(
+                Method::GET,
+                format!("{JOBS}/{JOB}"),
+                Reply::Json(job("Complete", None, None)),
+            ),
+            Expect::new(Method::GET, PODS, Reply::Json(pods_with_message(&message))),
+            plugin_patch,
+            status_patch(&b),
+            Expect::event(NS),
+        ],
+    )
+    .await;
+    let performance: berth_api::Performance =
+        serde_json::from_value(seen[2].body["status"]["performance"].clone()).unwrap();
+    assert_eq!(performance, report().performance());
+}
+
+#[test]
+fn performance_times_compare_as_timestamps() {
+    use crate::benchmark::supersedes;
+    let at = |t: &str| {
+        let mut p = report().performance();
+        p.measured_at = t.into();
+        p
+    };
+    let this = at("2026-03-01T11:59:00Z");
+    assert!(supersedes(&this, None));
+    assert!(supersedes(&this, Some(&at("2026-03-01T11:59:00+00:00"))));
+    assert!(supersedes(&this, Some(&at("2026-03-01T12:58:59+01:00"))));
+    assert!(!supersedes(&this, Some(&at("2026-03-01T10:59:01-01:00"))));
+    assert!(supersedes(&this, Some(&at("not a time"))));
+}
+
 #[tokio::test]
 async fn a_failed_job_fails_the_benchmark_with_its_log_and_a_warning() {
     let b = running(benchmark(json!({"plugin": "calculator"})));

@@ -581,7 +581,19 @@ async fn reconcile_inner(benchmark: &PluginBenchmark, ctx: &BenchmarkContext) ->
     }
     // The Plugin first: if this fails, the benchmark is still Running and is tried again.
     if let Some(performance) = &plan.performance {
-        write_performance(&ctx.client, &namespace, &benchmark.spec.plugin, performance).await?;
+        let stored = plugin
+            .as_deref()
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.performance.as_ref());
+        if supersedes(performance, stored) {
+            write_performance(&ctx.client, &namespace, &benchmark.spec.plugin, performance).await?;
+        } else {
+            info!(
+                benchmark = %key_of(benchmark),
+                plugin = %benchmark.spec.plugin,
+                "the Plugin already summarises a newer benchmark; status.performance left as it is"
+            );
+        }
     }
     if benchmark.status.as_ref() != Some(&plan.status) {
         let api: Api<PluginBenchmark> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -603,6 +615,21 @@ async fn reconcile_inner(benchmark: &PluginBenchmark, ctx: &BenchmarkContext) ->
     Ok(plan
         .requeue_after
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// True when `performance` may replace the Plugin's `stored` summary: there is none, or
+/// `stored` was not measured after it. With several benchmarks reconciled at once, an older
+/// run that finishes later must not overwrite a newer one. Times compare as timestamps; a
+/// time that does not parse never blocks a write.
+pub fn supersedes(performance: &Performance, stored: Option<&Performance>) -> bool {
+    let Some(stored) = stored else { return true };
+    match (
+        stored.measured_at.parse::<Timestamp>(),
+        performance.measured_at.parse::<Timestamp>(),
+    ) {
+        (Ok(stored), Ok(this)) => stored <= this,
+        _ => true,
+    }
 }
 
 /// Server-side applies the Plugin's `status.performance` under [`BENCH_FIELD_MANAGER`].

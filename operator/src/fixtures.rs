@@ -101,6 +101,12 @@ impl ApiServerVerifier {
     /// what it saw. A missing call makes the returned task fail; an extra call is never
     /// answered, so the reconcile under test times out.
     pub fn run(self, expected: Vec<Expect>) -> JoinHandle<Vec<Seen>> {
+        self.run_then_quiet(expected, Duration::ZERO)
+    }
+
+    /// Like [`Self::run`], and then fails the returned task if any further call arrives
+    /// within `quiet`.
+    pub fn run_then_quiet(self, expected: Vec<Expect>, quiet: Duration) -> JoinHandle<Vec<Seen>> {
         let mut handle = self.0;
         tokio::spawn(async move {
             let mut seen = Vec::new();
@@ -151,6 +157,16 @@ impl ApiServerVerifier {
                 };
                 send.send_response(response);
                 seen.push(Seen { method, path, body });
+            }
+            if !quiet.is_zero()
+                && let Ok(Some((request, _))) =
+                    tokio::time::timeout(quiet, handle.next_request()).await
+            {
+                panic!(
+                    "unexpected call after the expected ones: {} {}",
+                    request.method(),
+                    request.uri().path()
+                );
             }
             seen
         })

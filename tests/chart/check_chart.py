@@ -513,7 +513,7 @@ def expected_grants(component: str, rbac: dict[str, Any], values: dict[str, Any]
         scope = rule["scope"]
         served = values.get("gateway", {}).get("pluginNamespace") or watch or "default"
         where = {"watched": watch or "cluster", "cluster": "cluster", "release": NAMESPACE, "served": served}[scope]
-        name = RELEASE + "-operator" if rule.get("name") == "lease" else "*"
+        name = RELEASE + "-operator" if rule.get("name") == "lease" else rule.get("name", "*")
         for v in rule["verbs"]:
             out.add((where, rule["group"], rule["resource"], name, v))
     if component == "operator" and kube_permissions:
@@ -534,10 +534,13 @@ def check_rbac(label: str, objects: list[dict[str, Any]], values: dict[str, Any]
         extra = sorted(granted - expected)
         check(not missing, f"RBAC ({label}): {component} is granted every call it makes {missing or ''}")
         check(not extra, f"RBAC ({label}): {component} is granted nothing beyond its calls {extra or ''}")
-    gateway_writes = {(g, r, v) for (_, g, r, _, v) in rbac_grants(objects, f"{RELEASE}-gateway")
+    gateway_writes = {(g, r, n, v) for (_, g, r, n, v) in rbac_grants(objects, f"{RELEASE}-gateway")
                       if v not in ("get", "list", "watch")}
-    check(gateway_writes <= {("berth.dev", "plugins/status", "patch")},
-          f"RBAC ({label}): the gateway only reads, but for the status of Plugins ({sorted(gateway_writes)})")
+    check(gateway_writes <= {("berth.dev", "plugins/status", "*", "patch"),
+                             ("coordination.k8s.io", "leases", "*", "create"),
+                             ("coordination.k8s.io", "leases", "berth-gateway-live-tier", "update")},
+          f"RBAC ({label}): the gateway only reads, but for the status of Plugins and its own live-tier Lease "
+          f"({sorted(gateway_writes)})")
 
 
 def rust_sources(directory: Path) -> dict[Path, str]:

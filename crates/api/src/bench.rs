@@ -270,6 +270,65 @@ pub struct LiveTier {
     pub since: Option<String>,
 }
 
+/// How one invocation counts toward a plugin's error ratio: the one rule `berth bench`
+/// and the gateway's live tiers share (decisions 0060, 0061).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Counted {
+    /// A call that went well, or the plugin's own answer to a caller's mistake (its 4xx).
+    #[default]
+    Good,
+    /// A failed call: the plugin failed, answered too late or not at all, or was too busy
+    /// or broken to be tried (and, for `berth bench`, an answer that never arrived).
+    Error,
+    /// Not a call of the plugin at all: the caller's mistake the gateway refused
+    /// (`invalid_input`) or a plugin that is stopped (`unavailable`). Left out of the
+    /// ratio's denominator.
+    NotCounted,
+}
+
+/// Outcomes of `berth_invocations_total` that count as failed calls.
+pub const ERROR_OUTCOMES: [&str; 6] = [
+    "plugin_error",
+    "timeout",
+    "unreachable",
+    "saturated",
+    "circuit_open",
+    "error",
+];
+/// Outcomes that count as calls without being failures.
+pub const GOOD_OUTCOMES: [&str; 2] = ["success", "client_error"];
+
+/// How an outcome label of `berth_invocations_total` counts (see [`Counted`]): the
+/// [`ERROR_OUTCOMES`] are errors, the [`GOOD_OUTCOMES`] good, anything else
+/// (`invalid_input`, `unavailable`) not counted.
+pub fn outcome_counts(outcome: &str) -> Counted {
+    if ERROR_OUTCOMES.contains(&outcome) {
+        Counted::Error
+    } else if GOOD_OUTCOMES.contains(&outcome) {
+        Counted::Good
+    } else {
+        Counted::NotCounted
+    }
+}
+
+/// The outcome label the gateway counts a refused or failed invocation as, from the
+/// error answer's HTTP status and protocol `code`: 400 and 413 are the caller's input
+/// (`invalid_input`); otherwise by code, and `error` for any other.
+pub fn invocation_outcome(status: u16, code: &str) -> &'static str {
+    if status == 400 || status == 413 {
+        return "invalid_input";
+    }
+    match code {
+        "concurrency_limit" => "saturated",
+        "circuit_open" => "circuit_open",
+        "plugin_disabled" | "plugin_not_ready" | "plugin_not_granted" => "unavailable",
+        "deadline_exceeded" => "timeout",
+        "plugin_unreachable" => "unreachable",
+        "plugin_error" | "plugin_response_too_large" => "plugin_error",
+        _ => "error",
+    }
+}
+
 /// How `berth bench` drove load.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "kind")]
@@ -546,6 +605,27 @@ mod tests {
         };
         assert_eq!(r.ratio(), Some(0.75));
         assert_eq!(ResourceUse::default().ratio(), None);
+    }
+
+    #[test]
+    fn one_rule_decides_what_counts_as_an_error() {
+        assert_eq!(outcome_counts("success"), Counted::Good);
+        assert_eq!(outcome_counts("client_error"), Counted::Good);
+        assert_eq!(outcome_counts("plugin_error"), Counted::Error);
+        assert_eq!(outcome_counts("error"), Counted::Error);
+        assert_eq!(outcome_counts("invalid_input"), Counted::NotCounted);
+        assert_eq!(outcome_counts("unavailable"), Counted::NotCounted);
+        assert_eq!(invocation_outcome(400, "schema_violation"), "invalid_input");
+        assert_eq!(
+            invocation_outcome(413, "payload_too_large"),
+            "invalid_input"
+        );
+        assert_eq!(invocation_outcome(429, "concurrency_limit"), "saturated");
+        assert_eq!(invocation_outcome(503, "plugin_not_ready"), "unavailable");
+        assert_eq!(invocation_outcome(504, "deadline_exceeded"), "timeout");
+        assert_eq!(invocation_outcome(502, "plugin_unreachable"), "unreachable");
+        assert_eq!(invocation_outcome(502, "plugin_error"), "plugin_error");
+        assert_eq!(invocation_outcome(500, "http_500"), "error");
     }
 
     #[test]

@@ -424,6 +424,108 @@ fn open_loop_keeps_the_rate_and_counts_a_stall_from_the_intended_send_time() {
 }
 
 #[test]
+fn latency_counts_the_time_a_send_was_held_back_by_the_in_flight_cap() {
+    let _turn = one_at_a_time();
+    // One request in flight at most against a plugin taking 20 ms, at 200 req/s: each
+    // send is held back behind the previous answer, later and later. Measured from its
+    // intended send time, the median is hundreds of milliseconds; measured from when it
+    // actually left, it would be about the plugin's 20 ms.
+    let setup = Setup::start(Duration::from_millis(20));
+    let out = setup.bench(
+        &setup.token,
+        &[
+            "calc",
+            "add",
+            "--rate",
+            "200",
+            "--max-inflight",
+            "1",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+            "--output",
+            "json",
+        ],
+    );
+    // The machine (held by the cap) could not drive the rate, and says so.
+    assert_eq!(out.status.code(), Some(5), "{}", describe_output(&out));
+    // The report is still printed (not stored) before the failure.
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", describe_output(&out)));
+    let p50 = report["latency"]["p50Ms"].as_f64().unwrap();
+    let max = report["latency"]["maxMs"].as_f64().unwrap();
+    assert!(
+        p50 >= 200.0,
+        "p50 {p50} ms must count the held-back time: {report}"
+    );
+    assert!(
+        max >= 800.0,
+        "max {max} ms must count the held-back time: {report}"
+    );
+    let late = report["lateSends"].as_u64().unwrap();
+    assert!(late >= 50, "{late} late sends: {report}");
+}
+
+#[test]
+fn too_few_answers_are_not_rated_and_nothing_is_written() {
+    let _turn = one_at_a_time();
+    // One caller against a plugin taking 300 ms for 1 s: about 3 answers, under 20.
+    let setup = Setup::start(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("termination-log");
+    let log_arg = log.display().to_string();
+    let out = setup.bench(
+        &setup.token,
+        &[
+            "calc",
+            "add",
+            "--concurrency",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--termination-log",
+            &log_arg,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", describe_output(&out));
+    let e = stderr(&out);
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{e}");
+    assert!(
+        errors[0].contains("answers came in the measured part")
+            && errors[0].contains("at least 20 are needed"),
+        "{e}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("tier:"),
+        "no tier is printed"
+    );
+    assert!(!log.exists(), "nothing is written to the termination log");
+    // The same run with a lower bar is rated.
+    let out = setup.bench(
+        &setup.token,
+        &[
+            "calc",
+            "add",
+            "--concurrency",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--min-answers",
+            "1",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+}
+
+#[test]
 fn a_rate_the_machine_cannot_drive_fails_and_says_what_it_reached() {
     let _turn = one_at_a_time();
     let setup = Setup::start(Duration::ZERO);
@@ -600,6 +702,8 @@ fn bench_the_calculator_under_dev_up_and_compare_with_the_previous_run() {
     if !docker_or_skip("bench_the_calculator_under_dev_up_and_compare_with_the_previous_run") {
         return;
     }
+    // Its image builds load both cores: the timing tests wait for them.
+    let _turn = one_at_a_time();
     build(&["build", "plugin-images/calculator"]);
     build_gateway_image();
     let mut dev = Dev::new();

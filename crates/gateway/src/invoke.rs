@@ -244,22 +244,11 @@ impl From<Error> for Failure {
     }
 }
 
+/// The outcome label of a failed invocation, by the rule shared with `berth bench`
+/// ([`berth_api::bench::invocation_outcome`]: 400 and 413 are `invalid_input`, then by
+/// error code).
 fn outcome_of(e: &Error) -> &'static str {
-    match e {
-        Error::InvalidJson(_)
-        | Error::SchemaViolation { .. }
-        | Error::PayloadTooLarge { .. }
-        | Error::BadRequest { .. } => "invalid_input",
-        Error::Saturated { .. } => "saturated",
-        Error::CircuitOpen { .. } => "circuit_open",
-        Error::PluginDisabled(_)
-        | Error::PluginNotReady { .. }
-        | Error::PluginNotGranted { .. } => "unavailable",
-        Error::DeadlineExceeded { .. } => "timeout",
-        Error::Unreachable { .. } => "unreachable",
-        Error::PluginFailed { .. } | Error::PluginResponseTooLarge { .. } => "plugin_error",
-        _ => "error",
-    }
+    berth_api::bench::invocation_outcome(e.status().as_u16(), e.code())
 }
 
 #[allow(clippy::too_many_arguments)]

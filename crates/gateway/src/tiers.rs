@@ -26,20 +26,11 @@ pub const TIER_CHANGED: &str = "tier-changed";
 /// The audit event type of a benchmark published through `POST /v1/admin/benchmarks`.
 pub const BENCHMARK: &str = "benchmark";
 
-/// Outcomes of `berth_invocations_total` that count as failed calls: the plugin failed,
-/// answered too late or not at all, or was too busy or broken to be tried. A caller's
-/// mistake (`invalid_input`, a plugin's own 4xx answer counted as `client_error`) and a
-/// plugin that is stopped (`unavailable`) do not count at all.
-pub const ERROR_OUTCOMES: [&str; 6] = [
-    "plugin_error",
-    "timeout",
-    "unreachable",
-    "saturated",
-    "circuit_open",
-    "error",
-];
-/// Outcomes that count as calls without being failures.
-pub const GOOD_OUTCOMES: [&str; 2] = ["success", "client_error"];
+/// Outcomes of `berth_invocations_total` that count as failed calls, and those that
+/// count as calls without being failures; any other (`invalid_input`, `unavailable`)
+/// does not count at all. The rule lives in [`berth_api::bench::outcome_counts`], shared
+/// with `berth bench`.
+pub use berth_api::bench::{ERROR_OUTCOMES, GOOD_OUTCOMES};
 
 /// How live tiers are computed.
 #[derive(Clone, Debug, PartialEq)]
@@ -381,10 +372,11 @@ pub fn read_metrics(
     for family in metrics.invocations.collect() {
         for m in family.get_metric() {
             let outcome = label_value(m, "outcome");
-            let failed = ERROR_OUTCOMES.contains(&outcome.as_str());
-            if !failed && !GOOD_OUTCOMES.contains(&outcome.as_str()) {
-                continue;
-            }
+            let failed = match berth_api::bench::outcome_counts(&outcome) {
+                berth_api::bench::Counted::Error => true,
+                berth_api::bench::Counted::Good => false,
+                berth_api::bench::Counted::NotCounted => continue,
+            };
             let n = m.get_counter().get_value() as u64;
             let reading = readings.entry(label_value(m, "plugin")).or_default();
             reading.calls += n;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_api::bench::{LatencyBucket, TimelinePoint};
+use berth_api::bench::{Counted, LatencyBucket, TimelinePoint, invocation_outcome, outcome_counts};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -34,8 +34,8 @@ pub const LATE_BOUND: Duration = Duration::from_millis(5);
 pub const MAX_LATE_SHARE: f64 = 0.01;
 /// The share of the requested rate an open-loop run must answer at.
 pub const MIN_RATE_SHARE: f64 = 0.9;
-/// Open loop: requests in flight at most (each holds a connection); a send that would
-/// exceed it waits, and counts as late.
+/// Open loop: requests in flight at most by default (each holds a connection); a send
+/// that would exceed it waits, and counts as late (`--max-inflight`).
 pub const MAX_OPEN_REQUESTS: usize = 512;
 /// Highest latency the histograms hold (longer ones are clamped to it).
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -75,17 +75,28 @@ pub struct Plan {
     pub token: String,
     /// Longest wait for one answer.
     pub timeout: Duration,
+    /// Open loop: requests in flight at most (each holds a connection); a send that
+    /// would exceed it waits, and its latency still counts from its intended time.
+    pub max_inflight: usize,
 }
 
-/// What a run measured.
+/// What a run measured. Its size does not grow with the run's length or its callers:
+/// two histograms for the whole run, the per-second timeline as points, and one small
+/// histogram for the second in progress (reset at each second boundary).
 #[derive(Clone, Debug)]
 pub struct Measured {
     /// Latency in microseconds of every answer in the measured part.
     pub latency: Histogram<u64>,
     /// Per second of the measured part: answers, errors and their latencies.
-    pub seconds: Vec<(u64, u64, Histogram<u64>)>,
-    /// Errors by code.
+    pub timeline: Vec<TimelinePoint>,
+    /// Errors by code (every answer that was not 2xx, and transport failures).
     pub errors: BTreeMap<String, u64>,
+    /// Answers that count as failed calls by the shared rule
+    /// ([`berth_api::bench::Counted`]).
+    pub counted_errors: u64,
+    /// Answers that do not count at all by the shared rule (the caller's mistake, a
+    /// plugin that is stopped); left out of the error ratio's denominator.
+    pub not_counted: u64,
     /// Latency minus the `Server-Timing: upstream` the gateway reported, in microseconds,
     /// of answers that carried it.
     pub added: Histogram<u64>,
@@ -97,38 +108,93 @@ pub struct Measured {
     pub sent: u64,
     /// The measured part's length as it happened.
     pub elapsed: Duration,
+    /// The second in progress: its index, answers, errors and latencies.
+    current: (usize, u64, u64, Histogram<u64>),
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Histograms made on this thread (tests check that a run's memory does not grow).
+    static HISTOGRAMS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn histogram() -> Histogram<u64> {
+    #[cfg(test)]
+    HISTOGRAMS.with(|n| n.set(n.get() + 1));
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
+impl Default for Measured {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Measured {
-    fn new() -> Self {
+    /// Nothing measured yet.
+    pub fn new() -> Self {
         Self {
             latency: histogram(),
-            seconds: Vec::new(),
+            timeline: Vec::new(),
             errors: BTreeMap::new(),
+            counted_errors: 0,
+            not_counted: 0,
             added: histogram(),
             added_sum_us: 0.0,
             late_sends: None,
             sent: 0,
             elapsed: Duration::ZERO,
+            current: (0, 0, 0, histogram()),
         }
     }
 
-    fn record(&mut self, second: usize, answer: &Answer, latency: Duration) {
+    /// Closes the seconds before `second`: each becomes a [`TimelinePoint`] and the
+    /// second's histogram is reset.
+    fn advance_to(&mut self, second: usize) {
+        while self.current.0 < second {
+            let (i, n, e, h) = &mut self.current;
+            let (p50, p99) = if h.is_empty() {
+                (0.0, 0.0)
+            } else {
+                (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)))
+            };
+            self.timeline.push(TimelinePoint {
+                second: *i as u32,
+                requests: *n,
+                errors: *e,
+                p50_ms: p50,
+                p99_ms: p99,
+            });
+            h.reset();
+            *i += 1;
+            *n = 0;
+            *e = 0;
+        }
+    }
+
+    /// Records one answer received in `second` of the measured part.
+    pub fn record(&mut self, second: usize, answer: &Answer, latency: Duration) {
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
         self.latency.saturating_record(us);
-        while self.seconds.len() <= second {
-            self.seconds.push((0, 0, histogram()));
+        let error = answer.error.is_some();
+        if second >= self.current.0 {
+            self.advance_to(second);
+            self.current.1 += 1;
+            self.current.2 += u64::from(error);
+            self.current.3.saturating_record(us);
+        } else if let Some(point) = self.timeline.get_mut(second) {
+            // An answer of a second already closed (records from different callers may
+            // arrive a little out of order): counted, its quantiles stay as they were.
+            point.requests += 1;
+            point.errors += u64::from(error);
         }
-        let slot = &mut self.seconds[second];
-        slot.0 += 1;
-        slot.2.saturating_record(us);
         if let Some(code) = &answer.error {
-            slot.1 += 1;
             *self.errors.entry(code.clone()).or_default() += 1;
+        }
+        match answer.counted {
+            Counted::Error => self.counted_errors += 1,
+            Counted::NotCounted => self.not_counted += 1,
+            Counted::Good => {}
         }
         if let Some(up) = answer.upstream {
             let added = latency.saturating_sub(up);
@@ -138,21 +204,11 @@ impl Measured {
         }
     }
 
-    fn merge(&mut self, other: Measured) {
-        let _ = self.latency.add(&other.latency);
-        let _ = self.added.add(&other.added);
-        self.added_sum_us += other.added_sum_us;
-        for (code, n) in other.errors {
-            *self.errors.entry(code).or_default() += n;
-        }
-        for (i, (n, e, h)) in other.seconds.into_iter().enumerate() {
-            while self.seconds.len() <= i {
-                self.seconds.push((0, 0, histogram()));
-            }
-            let slot = &mut self.seconds[i];
-            slot.0 += n;
-            slot.1 += e;
-            let _ = slot.2.add(&h);
+    /// Closes the second in progress.
+    fn finish(&mut self) {
+        if self.current.1 > 0 || self.timeline.is_empty() {
+            let next = self.current.0 + 1;
+            self.advance_to(next);
         }
     }
 
@@ -161,28 +217,16 @@ impl Measured {
         self.latency.len()
     }
 
-    /// Errors in the measured part.
-    pub fn error_count(&self) -> u64 {
-        self.errors.values().sum()
+    /// Answers that count toward the error ratio (all but the ones the rule leaves out).
+    pub fn counted(&self) -> u64 {
+        self.requests().saturating_sub(self.not_counted)
     }
 
     /// The per-second timeline, whole seconds of the measured part only.
     pub fn timeline(&self, duration: Duration) -> Vec<TimelinePoint> {
         let whole = duration.as_secs_f64().ceil() as usize;
-        self.seconds
-            .iter()
-            .take(whole.max(1))
-            .enumerate()
-            .map(|(i, (n, e, h))| TimelinePoint {
-                second: i as u32,
-                requests: *n,
-                errors: *e,
-                p50_ms: ms(h.value_at_quantile(0.5)),
-                p99_ms: ms(h.value_at_quantile(0.99)),
-            })
-            .collect()
+        self.timeline.iter().take(whole.max(1)).cloned().collect()
     }
-
     /// The latency distribution in up to `bars` log-spaced bars from the fastest to the
     /// slowest answer.
     pub fn distribution(&self, bars: usize) -> Vec<LatencyBucket> {
@@ -231,6 +275,9 @@ pub struct Answer {
     pub upstream: Option<Duration>,
     /// The HTTP status (0 when none arrived).
     pub status: u16,
+    /// How the answer counts toward the error ratio (the rule shared with the gateway's
+    /// live tiers).
+    pub counted: Counted,
 }
 
 /// The HTTP client: HTTP/1.1, keep-alive, no Nagle.
@@ -260,6 +307,7 @@ pub async fn send(client: &HttpClient, call: &Call, token: &str, timeout: Durati
         Err(_) => {
             return Answer {
                 error: Some("bad_request_url".into()),
+                counted: Counted::Error,
                 ..Answer::default()
             };
         }
@@ -276,29 +324,56 @@ pub async fn send(client: &HttpClient, call: &Call, token: &str, timeout: Durati
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(upstream_duration);
+        let from_plugin = response
+            .headers()
+            .get(ERROR_SOURCE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"plugin"));
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|_| "body".to_owned())?
             .to_bytes();
-        Ok::<_, String>((status, upstream, body))
+        Ok::<_, String>((status, upstream, from_plugin, body))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Answer {
             error: Some("timeout".into()),
+            counted: Counted::Error,
             ..Answer::default()
         },
         Ok(Err(kind)) => Answer {
             error: Some(kind),
+            counted: Counted::Error,
             ..Answer::default()
         },
-        Ok(Ok((status, upstream, body))) => Answer {
-            error: (!(200..300).contains(&status)).then(|| error_code(status, &body)),
-            upstream,
-            status,
-        },
+        Ok(Ok((status, upstream, from_plugin, body))) => {
+            let error = (!(200..300).contains(&status)).then(|| error_code(status, &body));
+            Answer {
+                counted: answer_counts(status, error.as_deref(), from_plugin),
+                error,
+                upstream,
+                status,
+            }
+        }
     }
+}
+
+/// The gateway's header marking a 4xx answer as the plugin's own (`plugin`).
+pub const ERROR_SOURCE: &str = "berth-error-source";
+
+/// How an HTTP answer counts by the rule shared with the gateway's live tiers: the
+/// outcome the gateway counted it as ([`invocation_outcome`]), then
+/// [`outcome_counts`].
+pub fn answer_counts(status: u16, code: Option<&str>, from_plugin: bool) -> Counted {
+    let outcome = if (200..300).contains(&status) {
+        "success"
+    } else if from_plugin && (400..500).contains(&status) {
+        "client_error"
+    } else {
+        invocation_outcome(status, code.unwrap_or_default())
+    };
+    outcome_counts(outcome)
 }
 
 /// The protocol error's `code` from a JSON error body, else `http_NNN`.
@@ -347,32 +422,60 @@ pub fn upstream_duration(header: &str) -> Option<Duration> {
         }
         parts.find_map(|p| {
             let ms: f64 = p.strip_prefix("dur=")?.trim_matches('"').parse().ok()?;
-            (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0))
+            // Nonsense (negative, NaN, too large for a `Duration`) is ignored.
+            (ms.is_finite() && ms >= 0.0)
+                .then(|| Duration::try_from_secs_f64(ms / 1000.0).ok())
+                .flatten()
         })
     })
 }
 
+/// One answer for the collector: when it arrived, its latency and the answer.
+type Record = (Instant, Duration, Answer);
+
+/// Folds records into a [`Measured`] as they arrive, one place for every caller: the
+/// memory held does not grow with the callers or the run's length. A record belongs to
+/// the second of the measured part its answer arrived in.
+fn collector(
+    measure_from: Instant,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<Record>,
+    tokio::task::JoinHandle<Measured>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+    let task = tokio::spawn(async move {
+        let mut measured = Measured::new();
+        while let Some((done, latency, answer)) = rx.recv().await {
+            let second = done.saturating_duration_since(measure_from).as_secs() as usize;
+            measured.record(second, &answer, latency);
+        }
+        measured.finish();
+        measured
+    });
+    (tx, task)
+}
+
 /// Runs the plan: warm-up, then the measured part. `started` is called when the
-/// measured part begins.
-pub async fn run(plan: Plan, started: impl FnOnce() + Send + 'static) -> Measured {
+/// measured part begins. A load task that failed (panicked) fails the run.
+pub async fn run(plan: Plan, started: impl FnOnce() + Send + 'static) -> Result<Measured, String> {
     match plan.model {
         Model::Closed(n) => closed(plan, n.max(1), started).await,
         Model::Open(rate) => open(plan, rate, started).await,
     }
 }
 
-async fn closed(plan: Plan, callers: u32, started: impl FnOnce()) -> Measured {
+async fn closed(plan: Plan, callers: u32, started: impl FnOnce()) -> Result<Measured, String> {
     let client = client(callers as usize);
     let plan = Arc::new(plan);
     let next = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let measure_from = t0 + plan.warmup;
     let end = measure_from + plan.duration;
+    let (tx, collected) = collector(measure_from);
     let mut tasks = Vec::new();
     for _ in 0..callers {
-        let (client, plan, next) = (client.clone(), plan.clone(), next.clone());
+        let (client, plan, next, tx) = (client.clone(), plan.clone(), next.clone(), tx.clone());
         tasks.push(tokio::spawn(async move {
-            let mut measured = Measured::new();
             loop {
                 let sent = Instant::now();
                 if sent >= end {
@@ -382,41 +485,44 @@ async fn closed(plan: Plan, callers: u32, started: impl FnOnce()) -> Measured {
                 let answer = send(&client, &plan.calls[i], &plan.token, plan.timeout).await;
                 let done = Instant::now();
                 if sent >= measure_from {
-                    let second = done.saturating_duration_since(measure_from).as_secs() as usize;
-                    measured.record(second, &answer, done - sent);
+                    let _ = tx.send((done, done - sent, answer));
                 }
             }
-            measured
         }));
     }
+    drop(tx);
     tokio::time::sleep_until(measure_from.into()).await;
     started();
-    let mut total = Measured::new();
+    let mut failed = None;
     for task in tasks {
-        if let Ok(m) = task.await {
-            total.merge(m);
+        if let Err(e) = task.await {
+            failed.get_or_insert_with(|| format!("a load caller failed: {e}"));
         }
     }
+    let mut total = collected
+        .await
+        .map_err(|e| format!("the load collector failed: {e}"))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     total.elapsed = plan.duration;
-    total
+    Ok(total)
 }
 
-async fn open(plan: Plan, rate: f64, started: impl FnOnce() + Send + 'static) -> Measured {
-    let client = client(MAX_OPEN_REQUESTS);
+async fn open(
+    plan: Plan,
+    rate: f64,
+    started: impl FnOnce() + Send + 'static,
+) -> Result<Measured, String> {
+    let max_inflight = plan.max_inflight.max(1);
+    let client = client(max_inflight);
     let plan = Arc::new(plan);
-    let interval = Duration::from_secs_f64(1.0 / rate);
+    let interval = Duration::try_from_secs_f64(1.0 / rate)
+        .map_err(|_| format!("--rate {rate}: not a usable rate"))?;
     let t0 = Instant::now();
     let measure_from = t0 + plan.warmup;
     let end = measure_from + plan.duration;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Answer, Instant)>();
-    let collector = tokio::spawn(async move {
-        let mut measured = Measured::new();
-        while let Some((intended, answer, done)) = rx.recv().await {
-            let second = intended.saturating_duration_since(measure_from).as_secs() as usize;
-            measured.record(second, &answer, done.saturating_duration_since(intended));
-        }
-        measured
-    });
+    let (tx, collected) = collector(measure_from);
     // The schedule runs on a thread of its own, sleeping with the operating system's
     // timer (finer than the runtime's millisecond wheel) and never queued behind the
     // requests it starts.
@@ -425,7 +531,7 @@ async fn open(plan: Plan, rate: f64, started: impl FnOnce() + Send + 'static) ->
         let plan = plan.clone();
         tokio::task::spawn_blocking(move || {
             let mut started = Some(started);
-            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_REQUESTS));
+            let slots = Arc::new(tokio::sync::Semaphore::new(max_inflight));
             let (mut sent, mut late) = (0u64, 0u64);
             let mut i: u64 = 0;
             loop {
@@ -464,7 +570,8 @@ async fn open(plan: Plan, rate: f64, started: impl FnOnce() + Send + 'static) ->
                     let done = Instant::now();
                     drop(permit);
                     if measuring {
-                        let _ = tx.send((intended, answer, done));
+                        // Latency from the intended send time (no coordinated omission).
+                        let _ = tx.send((done, done.saturating_duration_since(intended), answer));
                     }
                 });
                 i += 1;
@@ -473,12 +580,16 @@ async fn open(plan: Plan, rate: f64, started: impl FnOnce() + Send + 'static) ->
             (sent, late)
         })
     };
-    let (sent, late) = schedule.await.unwrap_or((0, 0));
-    let mut total = collector.await.unwrap_or_else(|_| Measured::new());
+    let (sent, late) = schedule
+        .await
+        .map_err(|e| format!("the load schedule failed: {e}"))?;
+    let mut total = collected
+        .await
+        .map_err(|e| format!("the load collector failed: {e}"))?;
     total.late_sends = Some(late);
     total.sent = sent;
     total.elapsed = plan.duration;
-    total
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -497,6 +608,57 @@ mod tests {
         );
         assert_eq!(upstream_duration("db;dur=3"), None);
         assert_eq!(upstream_duration("upstream;dur=-1"), None);
+    }
+
+    #[test]
+    fn nonsense_server_timing_values_are_ignored_without_panicking() {
+        for v in [
+            "upstream;dur=1e300",
+            "upstream;dur=-1",
+            "upstream;dur=NaN",
+            "upstream;dur=inf",
+            "upstream;dur=1e23",
+        ] {
+            assert_eq!(upstream_duration(v), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn memory_does_not_grow_with_the_run_or_its_callers() {
+        let made = || HISTOGRAMS.with(|n| n.get());
+        let before = made();
+        let mut m = Measured::new();
+        assert_eq!(made() - before, 3);
+        // An hour of answers from many callers, a few per second.
+        let ok = Answer::default();
+        for second in 0..3600 {
+            for caller in 0..64u64 {
+                m.record(second, &ok, Duration::from_micros(100 + caller));
+            }
+        }
+        m.finish();
+        assert_eq!(made() - before, 3, "no histogram per second or per caller");
+        assert_eq!(m.timeline.len(), 3600);
+        assert_eq!(m.requests(), 3600 * 64);
+        let p = &m.timeline[1800];
+        assert_eq!((p.second, p.requests), (1800, 64));
+        assert!((0.1..0.2).contains(&p.p50_ms), "{p:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_caller_fails_the_run() {
+        let plan = Plan {
+            model: Model::Closed(2),
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(50),
+            // No call to make: a caller indexing into it panics.
+            calls: Vec::new(),
+            token: String::new(),
+            timeout: Duration::from_secs(1),
+            max_inflight: 1,
+        };
+        let e = run(plan, || {}).await.unwrap_err();
+        assert!(e.contains("a load caller failed"), "{e}");
     }
 
     #[test]
@@ -519,6 +681,7 @@ mod tests {
         for us in [100u64, 200, 400, 800, 1600, 3200, 50_000] {
             m.record(0, &ok, Duration::from_micros(us));
         }
+        m.finish();
         let bars = m.distribution(10);
         assert_eq!(bars.iter().map(|b| b.count).sum::<u64>(), 7);
         assert!(bars.windows(2).all(|w| w[0].le_ms < w[1].le_ms), "{bars:?}");
@@ -536,7 +699,9 @@ mod tests {
         };
         m.record(2, &err, Duration::from_millis(1));
         assert_eq!(m.errors["http_500"], 1);
-        assert_eq!(m.seconds[2].1, 1);
+        m.finish();
+        assert_eq!(m.timeline[2].errors, 1);
+        assert_eq!(m.timeline[0].requests, 0);
         assert_eq!(m.added.len(), 1);
         assert!((m.added_sum_us - 100.0).abs() < 1.0);
     }

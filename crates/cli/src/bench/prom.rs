@@ -127,21 +127,31 @@ pub struct Hist {
 }
 
 impl Hist {
-    /// `self - before`, bucket by bucket.
+    /// Whether any count went down since `before`: the gateway restarted in between.
+    pub fn went_down_since(&self, before: &Hist) -> bool {
+        self.count < before.count
+            || self.sum < before.sum
+            || before
+                .buckets
+                .iter()
+                .any(|(b, c)| self.buckets.get(b).copied().unwrap_or(0.0) < *c)
+    }
+
+    /// `self - before`, bucket by bucket; `self` alone when the counts went down (the
+    /// gateway restarted in between and counts from zero again, as Prometheus'
+    /// `increase` takes it).
     pub fn delta(&self, before: &Hist) -> Hist {
+        if self.went_down_since(before) {
+            return self.clone();
+        }
         Hist {
             buckets: self
                 .buckets
                 .iter()
-                .map(|(b, c)| {
-                    (
-                        *b,
-                        (c - before.buckets.get(b).copied().unwrap_or(0.0)).max(0.0),
-                    )
-                })
+                .map(|(b, c)| (*b, c - before.buckets.get(b).copied().unwrap_or(0.0)))
                 .collect(),
-            sum: (self.sum - before.sum).max(0.0),
-            count: (self.count - before.count).max(0.0),
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
         }
     }
 
@@ -197,18 +207,43 @@ impl Hist {
 }
 
 /// The gateway's view of the run from scrapes before and after it; `None` when the
-/// gateway counted no invocation of the plugin in between.
+/// gateway counted no invocation of the plugin in between. When any count went down
+/// between the scrapes the gateway restarted during the run: `restarted` is set and the
+/// view is the counts after the restart alone (they miss what came before it).
 pub fn gateway_view(
     before: &Snapshot,
     after: &Snapshot,
     plugin: &str,
     capabilities: &[String],
-) -> Option<GatewayView> {
-    let duration = after
-        .histogram(DURATION, plugin, capabilities)
-        .delta(&before.histogram(DURATION, plugin, capabilities));
+) -> Viewed {
+    let (before_duration, after_duration) = (
+        before.histogram(DURATION, plugin, capabilities),
+        after.histogram(DURATION, plugin, capabilities),
+    );
+    let (before_upstream, after_upstream) = (
+        before.histogram(UPSTREAM, plugin, capabilities),
+        after.histogram(UPSTREAM, plugin, capabilities),
+    );
+    let before_outcomes = before.outcomes(plugin, capabilities);
+    let after_outcomes = after.outcomes(plugin, capabilities);
+    let restarted = after_duration.went_down_since(&before_duration)
+        || after_upstream.went_down_since(&before_upstream)
+        || before_outcomes
+            .iter()
+            .any(|(o, n)| after_outcomes.get(o).copied().unwrap_or(0.0) < *n);
+    let base = |h: &Hist| {
+        if restarted {
+            Hist::default()
+        } else {
+            h.clone()
+        }
+    };
+    let duration = after_duration.delta(&base(&before_duration));
     if duration.count <= 0.0 {
-        return None;
+        return Viewed {
+            view: None,
+            restarted,
+        };
     }
     let ms = |s: Option<f64>| s.unwrap_or(0.0) * 1000.0;
     let latency = Latency {
@@ -219,17 +254,18 @@ pub fn gateway_view(
         mean_ms: duration.sum / duration.count * 1000.0,
     };
     let added_mean_ms = after.has(UPSTREAM).then(|| {
-        let upstream = after
-            .histogram(UPSTREAM, plugin, capabilities)
-            .delta(&before.histogram(UPSTREAM, plugin, capabilities));
+        let upstream = after_upstream.delta(&base(&before_upstream));
         (duration.sum - upstream.sum).max(0.0) / duration.count * 1000.0
     });
-    let before_outcomes = before.outcomes(plugin, capabilities);
-    let after_outcomes = after.outcomes(plugin, capabilities);
     let mut requests = 0.0;
     let mut errors = BTreeMap::new();
     for (outcome, n) in &after_outcomes {
-        let d = (n - before_outcomes.get(outcome).copied().unwrap_or(0.0)).max(0.0);
+        let earlier = if restarted {
+            0.0
+        } else {
+            before_outcomes.get(outcome).copied().unwrap_or(0.0)
+        };
+        let d = n - earlier;
         requests += d;
         if outcome != "success" && d > 0.0 {
             errors.insert(outcome.clone(), d.round() as u64);
@@ -238,12 +274,25 @@ pub fn gateway_view(
     if requests <= 0.0 {
         requests = duration.count;
     }
-    Some(GatewayView {
-        requests: requests.round() as u64,
-        errors,
-        latency,
-        added_mean_ms,
-    })
+    Viewed {
+        view: Some(GatewayView {
+            requests: requests.round() as u64,
+            errors,
+            latency,
+            added_mean_ms,
+        }),
+        restarted,
+    }
+}
+
+/// The gateway's view, and whether it restarted during the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Viewed {
+    /// The view; `None` when the gateway counted no invocation of the plugin.
+    pub view: Option<GatewayView>,
+    /// A count went down between the scrapes: the view covers only the part of the run
+    /// after the restart.
+    pub restarted: bool,
 }
 
 #[cfg(test)]
@@ -290,7 +339,9 @@ berth_plugin_cpu_cores{plugin=\"calc\"} 0.25
         let before = Snapshot::parse(BEFORE).unwrap();
         let after = Snapshot::parse(AFTER).unwrap();
         let caps = vec!["add".to_owned()];
-        let view = gateway_view(&before, &after, "calc", &caps).unwrap();
+        let viewed = gateway_view(&before, &after, "calc", &caps);
+        assert!(!viewed.restarted);
+        let view = viewed.view.unwrap();
         assert_eq!(view.requests, 100);
         assert_eq!(view.errors.get("plugin_error"), Some(&5));
         // 50 in (0, 1 ms], 50 in (1 ms, 10 ms]: the median is the top of the first bucket,
@@ -308,12 +359,52 @@ berth_plugin_cpu_cores{plugin=\"calc\"} 0.25
     fn no_upstream_histogram_or_no_calls_leave_gaps() {
         let before = Snapshot::parse(BEFORE).unwrap();
         let caps = vec!["add".to_owned()];
-        assert!(gateway_view(&before, &before, "calc", &caps).is_none());
+        assert!(gateway_view(&before, &before, "calc", &caps).view.is_none());
         let after = Snapshot::parse(&AFTER.replace("upstream", "elsewhere")).unwrap();
-        let view = gateway_view(&before, &after, "calc", &caps).unwrap();
+        let view = gateway_view(&before, &after, "calc", &caps).view.unwrap();
         assert_eq!(view.added_mean_ms, None);
         let other = vec!["sub".to_owned()];
-        assert!(gateway_view(&before, &after, "calc", &other).is_none());
+        assert!(gateway_view(&before, &after, "calc", &other).view.is_none());
+    }
+
+    #[test]
+    fn a_restart_between_the_scrapes_takes_the_counts_after_it_alone() {
+        // The gateway restarted: AFTER's counts are lower than these.
+        let high = BEFORE
+            .replace("le=\"0.001\"} 1", "le=\"0.001\"} 500")
+            .replace("le=\"0.01\"} 1", "le=\"0.01\"} 900")
+            .replace("le=\"+Inf\"} 1", "le=\"+Inf\"} 900")
+            .replace(
+                "_sum{plugin=\"calc\",capability=\"add\"} 0.0005",
+                "_sum{plugin=\"calc\",capability=\"add\"} 9",
+            )
+            .replace(
+                "_count{plugin=\"calc\",capability=\"add\"} 1",
+                "_count{plugin=\"calc\",capability=\"add\"} 900",
+            )
+            .replace("outcome=\"success\"} 1", "outcome=\"success\"} 900");
+        let before = Snapshot::parse(&high).unwrap();
+        let after = Snapshot::parse(AFTER).unwrap();
+        let caps = vec!["add".to_owned()];
+        let viewed = gateway_view(&before, &after, "calc", &caps);
+        assert!(viewed.restarted);
+        let view = viewed.view.unwrap();
+        // AFTER alone: 51 in the first bucket, 50 in the second; not clamped deltas.
+        assert_eq!(view.requests, 101);
+        assert_eq!(view.errors.get("plugin_error"), Some(&5));
+        assert!(
+            (view.latency.p50_ms - 0.0010 * 1000.0 * (50.5 / 51.0)).abs() < 1e-6,
+            "{view:?}"
+        );
+        assert!((view.latency.mean_ms - 0.3005 / 101.0 * 1000.0).abs() < 1e-9);
+        // Only one bucket going down is a restart too.
+        let mut a = Hist::default();
+        a.buckets.insert(Bound(0.1), 5.0);
+        a.buckets.insert(Bound(1.0), 10.0);
+        let mut b = a.clone();
+        b.buckets.insert(Bound(0.1), 7.0);
+        assert!(a.went_down_since(&b));
+        assert_eq!(a.delta(&b), a);
     }
 
     #[test]

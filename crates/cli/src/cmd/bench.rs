@@ -14,7 +14,8 @@
 //! Exit codes: 0 rated; 1 rated below `--fail-below`; 2 bad input (unknown plugin or
 //! capability, a capability with no examples and no `--input`, a bad thresholds file, bad
 //! flags); 3 the gateway is unreachable; 4 the token was refused (no `invoke` scope for
-//! the plugin); 5 the machine could not drive the `--rate` asked for.
+//! the plugin); 5 the machine could not drive the `--rate` asked for; 6 too few answers
+//! in the measured part to rate (`--min-answers`); 7 the load generator itself failed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,9 +44,15 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 pub const EXIT_ACCESS: u8 = 4;
 /// The rate could not be driven.
 pub const EXIT_RATE: u8 = 5;
+/// Too few answers in the measured part to rate the plugin.
+pub const EXIT_FEW: u8 = 6;
+/// The load generator itself failed (a caller task panicked).
+pub const EXIT_LOAD: u8 = 7;
+/// Answers a run needs to be rated by default: the gateway's `--tier-min-calls`.
+pub const MIN_ANSWERS: u64 = 20;
 
 /// How many previous runs `--report` and the table show.
-const PREVIOUS_RUNS: usize = 10;
+const PREVIOUS_RUNS: usize = 12;
 /// The termination message a Kubernetes pod may leave.
 const TERMINATION_LOG_LIMIT: usize = 4096;
 /// The gateway's benchmark endpoint (decision 0061).
@@ -75,6 +82,14 @@ pub struct Args {
     /// Load sent before measuring, then thrown away.
     #[arg(long, default_value = "2s", value_parser = super::duration_arg)]
     pub warmup: Duration,
+    /// Open loop: requests in flight at most; a send that would exceed it waits (and its
+    /// latency still counts from its intended send time).
+    #[arg(long, value_name = "N", default_value_t = load::MAX_OPEN_REQUESTS)]
+    pub max_inflight: usize,
+    /// Answers the measured part needs (counted ones, see the error rule) before the
+    /// plugin is rated; fewer fail the run with exit code 6.
+    #[arg(long, value_name = "N", default_value_t = MIN_ANSWERS)]
+    pub min_answers: u64,
     /// Longest wait for one answer (a longer one counts as a `timeout` error).
     #[arg(long, default_value = "30s", value_parser = super::duration_arg)]
     pub timeout: Duration,
@@ -517,6 +532,9 @@ async fn bench(args: Args) -> Result<ExitCode, Failure> {
     if args.concurrency == 0 {
         return fail(EXIT_INPUT, "--concurrency must be at least 1");
     }
+    if args.max_inflight == 0 {
+        return fail(EXIT_INPUT, "--max-inflight must be at least 1");
+    }
     if let Some(r) = args.rate
         && !(r.is_finite() && r > 0.0 && r <= 1_000_000.0)
     {
@@ -586,6 +604,7 @@ async fn bench(args: Args) -> Result<ExitCode, Failure> {
         calls,
         token: target.token.clone(),
         timeout: args.timeout,
+        max_inflight: args.max_inflight,
     };
 
     // One call first: a refused token or a missing plugin says so now, not as 100 % errors.
@@ -687,6 +706,15 @@ async fn bench(args: Args) -> Result<ExitCode, Failure> {
     })
     .await;
     let _ = stop_tx.send(true);
+    let measured = match measured {
+        Ok(m) => m,
+        Err(e) => {
+            return fail(
+                EXIT_LOAD,
+                format!("the run failed and is not rated ({e}); nothing is recorded"),
+            );
+        }
+    };
     let before = before
         .await
         .unwrap_or_else(|_| Err("the scrape did not finish".to_owned()));
@@ -698,7 +726,16 @@ async fn bench(args: Args) -> Result<ExitCode, Failure> {
         .await
         .and_then(|t| prom::Snapshot::parse(&t));
     let gateway_view = match (&before, &after) {
-        (Ok(b), Ok(a)) => prom::gateway_view(b, a, &args.plugin, &capabilities),
+        (Ok(b), Ok(a)) => {
+            let viewed = prom::gateway_view(b, a, &args.plugin, &capabilities);
+            if viewed.restarted {
+                eprintln!(
+                    "warning: the gateway's counters went down during the run (it restarted); \
+                     its view covers only the part of the run after the restart"
+                );
+            }
+            viewed.view
+        }
         _ => None,
     };
     let started_at = started_at
@@ -724,6 +761,11 @@ async fn bench(args: Args) -> Result<ExitCode, Failure> {
         resources,
         thresholds,
     });
+
+    // Too few answers to rate: nothing is printed, stored, sent or written.
+    if let Some(message) = too_few_answers(&measured, args.min_answers) {
+        return fail(EXIT_FEW, message);
+    }
 
     // Could the machine drive the rate?
     let rate_failure = match model {
@@ -792,6 +834,28 @@ fn dedup_by_capability(calls: &[Call]) -> Vec<&Call> {
     out
 }
 
+/// Why the run has too few answers to be rated, or `None` when it has enough.
+fn too_few_answers(measured: &Measured, min: u64) -> Option<String> {
+    let counted = measured.counted();
+    if counted >= min {
+        return None;
+    }
+    let left_out = if measured.not_counted > 0 {
+        format!(
+            " ({} more were the caller's mistake or a stopped plugin, which do not count)",
+            measured.not_counted
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "only {counted} answer{} came in the measured part{left_out}; at least {min} are needed \
+         to rate the plugin, so it is not rated and nothing is recorded (measure longer with \
+         --duration, drive more load, or lower --min-answers)",
+        if counted == 1 { "" } else { "s" }
+    ))
+}
+
 /// Why an open-loop run did not drive `rate`, or `None` when it did.
 fn rate_shortfall(rate: f64, measured: &Measured, duration: Duration) -> Option<String> {
     let secs = duration.as_secs_f64();
@@ -835,11 +899,13 @@ fn build_report(i: BuildInput<'_>) -> BenchReport {
     let m = i.measured;
     let h = &m.latency;
     let requests = m.requests();
-    let errors = m.error_count();
-    let error_ratio = if requests == 0 {
+    // The error ratio follows the rule shared with the live tiers: answers that do not
+    // count are left out of the denominator.
+    let counted = m.counted();
+    let error_ratio = if counted == 0 {
         0.0
     } else {
-        errors as f64 / requests as f64
+        m.counted_errors as f64 / counted as f64
     };
     let latency = if requests == 0 {
         Latency::default()
@@ -869,7 +935,7 @@ fn build_report(i: BuildInput<'_>) -> BenchReport {
         } else {
             f64::MAX
         },
-        error_ratio: if requests == 0 { 1.0 } else { error_ratio },
+        error_ratio: if counted == 0 { 1.0 } else { error_ratio },
         resource_ratio: i.resources.as_ref().and_then(|r| r.ratio()),
     });
     BenchReport {
@@ -1153,22 +1219,13 @@ mod tests {
     use super::*;
 
     fn sample_report() -> BenchReport {
-        let measured = Measured {
-            latency: {
-                let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
-                h.record(1500).unwrap();
-                h
-            },
-            seconds: Vec::new(),
-            errors: (0..200)
-                .map(|i| (format!("code_{i:03}_{}", "x".repeat(20)), 1))
-                .collect(),
-            added: hdrhistogram::Histogram::<u64>::new(3).unwrap(),
-            added_sum_us: 0.0,
-            late_sends: None,
-            sent: 0,
-            elapsed: Duration::from_secs(1),
-        };
+        let mut measured = Measured::new();
+        measured.latency.record(1500).unwrap();
+        measured.errors = (0..200)
+            .map(|i| (format!("code_{i:03}_{}", "x".repeat(20)), 1))
+            .collect();
+        measured.counted_errors = 1;
+        measured.elapsed = Duration::from_secs(1);
         build_report(BuildInput {
             plugin: "calc",
             version: None,
@@ -1198,16 +1255,10 @@ mod tests {
 
     #[test]
     fn an_open_loop_that_fell_behind_says_what_it_reached() {
-        let mut m = Measured {
-            latency: hdrhistogram::Histogram::<u64>::new(3).unwrap(),
-            seconds: Vec::new(),
-            errors: Default::default(),
-            added: hdrhistogram::Histogram::<u64>::new(3).unwrap(),
-            added_sum_us: 0.0,
-            late_sends: Some(0),
-            sent: 1000,
-            elapsed: Duration::from_secs(10),
-        };
+        let mut m = Measured::new();
+        m.late_sends = Some(0);
+        m.sent = 1000;
+        m.elapsed = Duration::from_secs(10);
         for _ in 0..1000 {
             m.latency.record(1000).unwrap();
         }
@@ -1228,6 +1279,101 @@ mod tests {
         let r = sample_report();
         assert_eq!(r.verdict.tier, Tier::Bronze);
         assert_eq!(r.requests, 1);
+    }
+
+    #[test]
+    fn too_few_answers_are_not_rated_and_left_out_answers_do_not_count() {
+        let mut m = Measured::new();
+        let e = too_few_answers(&m, MIN_ANSWERS).unwrap();
+        assert!(e.starts_with("only 0 answers came"), "{e}");
+        assert!(e.contains("at least 20"), "{e}");
+        for _ in 0..25 {
+            m.latency.record(1000).unwrap();
+        }
+        assert_eq!(too_few_answers(&m, MIN_ANSWERS), None);
+        m.not_counted = 10;
+        let e = too_few_answers(&m, MIN_ANSWERS).unwrap();
+        assert!(
+            e.starts_with("only 15 answers came") && e.contains("10 more"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_error_ratio_follows_the_shared_rule() {
+        use crate::bench::load::{Answer, answer_counts};
+        use berth_api::bench::Counted;
+        // The plugin's own 4xx is a good answer; the gateway refusing the input is not
+        // counted; a plugin failure is an error.
+        assert_eq!(answer_counts(422, Some("bad_numbers"), true), Counted::Good);
+        assert_eq!(
+            answer_counts(400, Some("schema_violation"), false),
+            Counted::NotCounted
+        );
+        assert_eq!(
+            answer_counts(503, Some("plugin_not_ready"), false),
+            Counted::NotCounted
+        );
+        assert_eq!(
+            answer_counts(502, Some("plugin_error"), false),
+            Counted::Error
+        );
+        assert_eq!(answer_counts(500, Some("http_500"), false), Counted::Error);
+        let mut m = Measured::new();
+        let answer = |status, code: &str, from_plugin| Answer {
+            error: Some(code.to_owned()),
+            upstream: None,
+            status,
+            counted: answer_counts(status, Some(code), from_plugin),
+        };
+        let ok = Answer::default();
+        for _ in 0..96 {
+            m.record(0, &ok, Duration::from_millis(1));
+        }
+        m.record(
+            0,
+            &answer(422, "bad_numbers", true),
+            Duration::from_millis(1),
+        );
+        m.record(
+            0,
+            &answer(400, "schema_violation", false),
+            Duration::from_millis(1),
+        );
+        m.record(
+            0,
+            &answer(400, "schema_violation", false),
+            Duration::from_millis(1),
+        );
+        m.record(
+            0,
+            &answer(502, "plugin_error", false),
+            Duration::from_millis(1),
+        );
+        let r = build_report(BuildInput {
+            plugin: "calc",
+            version: None,
+            capabilities: vec!["add".into()],
+            gateway: "http://127.0.0.1:1",
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            model: Model::Closed(8),
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            measured: &m,
+            gateway_view: None,
+            resources: None,
+            thresholds: TierThresholds::default(),
+        });
+        // Every non-2xx is listed by code …
+        assert_eq!(r.errors.values().sum::<u64>(), 4);
+        assert_eq!(r.errors["schema_violation"], 2);
+        // … but only the plugin error counts, over the 98 answers that count.
+        assert!(
+            (r.error_ratio - 1.0 / 98.0).abs() < 1e-12,
+            "{}",
+            r.error_ratio
+        );
+        assert_eq!(r.requests, 100);
     }
 
     #[test]

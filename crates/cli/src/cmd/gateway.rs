@@ -24,6 +24,8 @@ pub struct Args {
     pub namespace: String,
     /// With `--backend kubernetes`: write each plugin's live tier into `status.liveTier` of
     /// its Plugin (needs `patch` on `plugins/status`), so `kubectl get plugins` shows TIER.
+    /// Only the replica holding Lease `berth-gateway-live-tier` in `--namespace` writes
+    /// (needs `create` on leases and `get`/`update` on that Lease).
     #[arg(long, env = "BERTH_WRITE_LIVE_TIERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub write_live_tiers: bool,
     /// The gateway's configuration.
@@ -96,10 +98,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if write_live_tiers {
                     let tiers = running.gateway.subscribe_tiers();
                     let namespace = namespace.clone();
+                    // One replica writes: the holder of the live-tier Lease in `namespace`.
+                    let identity = std::env::var("HOSTNAME")
+                        .ok()
+                        .filter(|h| !h.is_empty())
+                        .unwrap_or_else(|| format!("berth-gateway-{}", std::process::id()));
                     tokio::spawn(async move {
-                        berth_operator::live_tier::follow(
+                        berth_operator::live_tier::run(
                             client,
                             &namespace,
+                            &identity,
                             tiers,
                             berth_operator::live_tier::WriteLimits::default(),
                         )

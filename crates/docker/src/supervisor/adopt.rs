@@ -80,8 +80,10 @@ impl<E: Engine> Supervisor<E> {
                 plugin: Arc::new(plugin),
                 started: Instant::now(),
             });
-            rt.phase = Some(Phase::Ready);
             rt.network_ready = true;
+            // The status record says so now, not at the first pass: commands that read it
+            // once `dev up` prints the gateway see the adopted revision serving.
+            self.set_phase(&inst.name, Phase::Ready, None);
         }
         for inst in &installed {
             let adopted = adopted_revisions.get(inst.name.as_str());
