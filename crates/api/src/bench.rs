@@ -214,6 +214,30 @@ impl TierThresholds {
     }
 }
 
+/// The value below which `q` of the observations in `buckets` fall,
+/// interpolated linearly inside the bucket (`bounds` are the buckets' upper bounds; the
+/// last bucket of `buckets` is `+Inf`, whose quantiles are the highest finite bound).
+pub fn bucket_quantile(q: f64, bounds: &[f64], buckets: &[u64]) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &count) in buckets.iter().enumerate() {
+        if count > 0 && (below + count) as f64 >= rank {
+            let Some(&upper) = bounds.get(i) else {
+                return bounds.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let within = ((rank - below as f64) / count as f64).clamp(0.0, 1.0);
+            return Some(lower + (upper - lower) * within);
+        }
+        below += count;
+    }
+    bounds.last().copied()
+}
+
 /// `0.9` → `90`, `0.99` → `99`, `0.5` → `50`, `0.999` → `99.9`.
 pub fn quantile_label(q: f64) -> String {
     let pct = q * 100.0;

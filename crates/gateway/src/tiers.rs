@@ -129,29 +129,7 @@ impl Reading {
     }
 }
 
-/// The value below which `q` of the observations in `buckets` fall, in seconds,
-/// interpolated linearly inside the bucket (`bounds` are the buckets' upper bounds; the
-/// last bucket of `buckets` is `+Inf`, whose quantiles are the highest finite bound).
-pub fn bucket_quantile(q: f64, bounds: &[f64], buckets: &[u64]) -> Option<f64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut below = 0u64;
-    for (i, &count) in buckets.iter().enumerate() {
-        if count > 0 && (below + count) as f64 >= rank {
-            let Some(&upper) = bounds.get(i) else {
-                return bounds.last().copied();
-            };
-            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
-            let within = ((rank - below as f64) / count as f64).clamp(0.0, 1.0);
-            return Some(lower + (upper - lower) * within);
-        }
-        below += count;
-    }
-    bounds.last().copied()
-}
+pub use berth_api::bench::bucket_quantile;
 
 /// One interval of a plugin's traffic.
 #[derive(Clone, Debug)]

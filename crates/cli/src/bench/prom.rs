@@ -158,29 +158,23 @@ impl Hist {
     /// The `q` quantile in seconds, interpolated linearly in its bucket (the lowest
     /// bucket from 0); a quantile in the `+Inf` bucket is the highest finite bound.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.buckets.values().copied().fold(0.0, f64::max);
-        if total <= 0.0 {
-            return None;
-        }
-        let rank = q * total;
-        let (mut lower, mut below) = (0.0, 0.0);
-        for (Bound(upper), cumulative) in &self.buckets {
-            if *cumulative >= rank {
-                if upper.is_infinite() {
-                    return Some(lower);
-                }
-                let inside = cumulative - below;
-                let share = if inside > 0.0 {
-                    (rank - below) / inside
-                } else {
-                    1.0
-                };
-                return Some(lower + (upper - lower) * share);
-            }
-            lower = *upper;
-            below = *cumulative;
-        }
-        Some(lower)
+        let bounds: Vec<f64> = self
+            .buckets
+            .keys()
+            .map(|Bound(b)| *b)
+            .filter(|b| b.is_finite())
+            .collect();
+        let mut below = 0.0;
+        let counts: Vec<u64> = self
+            .buckets
+            .values()
+            .map(|cumulative| {
+                let inside = (cumulative - below).max(0.0).round() as u64;
+                below = *cumulative;
+                inside
+            })
+            .collect();
+        berth_api::bench::bucket_quantile(q, &bounds, &counts)
     }
 
     /// The upper bound of the highest bucket that gained observations (the highest
