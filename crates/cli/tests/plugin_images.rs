@@ -113,8 +113,20 @@ fn containers_from(image: &str) -> usize {
     })
 }
 
+/// Held while a test builds FROM an example image or removes what it built. The engine's
+/// build cache walks every child of the base image, and a child removed during that walk
+/// fails the build ("failed to get digest ...: no such file or directory").
+static IMAGE_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn image_changes() -> std::sync::MutexGuard<'static, ()> {
+    IMAGE_CHANGES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Builds `tag` FROM an example image with `manifest` as its label.
 fn relabelled_image(from: &str, tag: &str, manifest: &str) {
+    let _changes = image_changes();
     runtime().block_on(async {
         let docker = DockerClient::connect().await.unwrap();
         let mut context = BuildContext::new();
@@ -137,6 +149,7 @@ fn relabelled_image(from: &str, tag: &str, manifest: &str) {
 }
 
 fn remove_image(tag: &str) {
+    let _changes = image_changes();
     runtime().block_on(async {
         let docker = DockerClient::connect().await.unwrap();
         let _ = docker.remove_image(tag, true).await;
@@ -351,7 +364,10 @@ fn scaffolded_plugin_builds_and_passes_conformance_unchanged() {
     for file in ["Cargo.toml", "berth.yaml", "Dockerfile", "src/main.rs"] {
         assert!(dir.join(file).is_file(), "berth new did not write {file}");
     }
-    let built = berth(&["build", dir.to_str().unwrap()]);
+    let built = {
+        let _changes = image_changes();
+        berth(&["build", dir.to_str().unwrap()])
+    };
     assert!(built.status.success(), "{}", describe(&built));
     let tag = "berth/word-count:0.1.0";
     let tested = berth(&["plugin", "test", tag]);
