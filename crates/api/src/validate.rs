@@ -283,6 +283,12 @@ fn check_schema(
         );
         return None;
     }
+    let before = problems.len();
+    check_schema_types(path, schema, problems);
+    if problems.len() > before {
+        // The engine would only repeat the same mistake in its own words.
+        return None;
+    }
     match jsonschema::validator_for(schema) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -296,6 +302,108 @@ fn check_schema(
             None
         }
     }
+}
+
+/// The seven type names JSON Schema knows.
+const JSON_SCHEMA_TYPES: [&str; 7] = [
+    "string", "number", "integer", "boolean", "object", "array", "null",
+];
+
+/// Finds `type` values that are not JSON Schema types anywhere in `schema` (through
+/// `properties`, `items`, `allOf` and every other keyword that holds schemas) and says
+/// which type was probably meant.
+fn check_schema_types(path: &str, schema: &Value, problems: &mut Vec<Problem>) {
+    let Some(object) = schema.as_object() else {
+        return;
+    };
+    match object.get("type") {
+        Some(Value::String(ty)) => check_type_name(&format!("{path}.type"), ty, problems),
+        Some(Value::Array(types)) => {
+            for (i, ty) in types.iter().enumerate() {
+                if let Some(ty) = ty.as_str() {
+                    check_type_name(&format!("{path}.type[{i}]"), ty, problems);
+                }
+            }
+        }
+        _ => {}
+    }
+    for (keyword, value) in object {
+        match keyword.as_str() {
+            "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
+                if let Some(map) = value.as_object() {
+                    for (name, sub) in map {
+                        check_schema_types(&format!("{path}.{keyword}.{name}"), sub, problems);
+                    }
+                }
+            }
+            "allOf" | "anyOf" | "oneOf" | "prefixItems" => {
+                if let Some(items) = value.as_array() {
+                    for (i, sub) in items.iter().enumerate() {
+                        check_schema_types(&format!("{path}.{keyword}[{i}]"), sub, problems);
+                    }
+                }
+            }
+            "items" if value.is_array() => {
+                for (i, sub) in value.as_array().into_iter().flatten().enumerate() {
+                    check_schema_types(&format!("{path}.items[{i}]"), sub, problems);
+                }
+            }
+            "items"
+            | "additionalProperties"
+            | "additionalItems"
+            | "not"
+            | "if"
+            | "then"
+            | "else"
+            | "contains"
+            | "propertyNames"
+            | "unevaluatedItems"
+            | "unevaluatedProperties" => {
+                check_schema_types(&format!("{path}.{keyword}"), value, problems);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_type_name(path: &str, ty: &str, problems: &mut Vec<Problem>) {
+    if JSON_SCHEMA_TYPES.contains(&ty) {
+        return;
+    }
+    let mut problem = Problem::error(
+        path,
+        format!(
+            "{ty:?} is not a JSON Schema type; use one of {}",
+            JSON_SCHEMA_TYPES.join(", ")
+        ),
+    );
+    if let Some(meant) = meant_type(ty) {
+        problem = problem.hint(format!("did you mean {meant:?}?"));
+    }
+    problems.push(problem);
+}
+
+/// The JSON Schema type a misspelt or foreign type name most likely means.
+fn meant_type(ty: &str) -> Option<&'static str> {
+    let lower = ty.to_ascii_lowercase();
+    let alias = match lower.as_str() {
+        "str" | "text" => Some("string"),
+        "int" | "long" | "i64" | "u64" => Some("integer"),
+        "float" | "double" | "decimal" | "f64" => Some("number"),
+        "bool" => Some("boolean"),
+        "dict" | "map" | "record" => Some("object"),
+        "list" | "vec" | "tuple" => Some("array"),
+        "none" | "nil" => Some("null"),
+        _ => None,
+    };
+    alias.or_else(|| {
+        JSON_SCHEMA_TYPES
+            .iter()
+            .map(|t| (*t, crate::hooks::edit_distance(t, &lower)))
+            .filter(|(_, d)| *d <= 2)
+            .min_by_key(|(_, d)| *d)
+            .map(|(t, _)| t)
+    })
 }
 
 /// Checks permissions (requested or granted) at `base`; `own_name` rejects calls to oneself.
@@ -813,6 +921,64 @@ pub(crate) mod tests {
             vec![
                 "spec.capabilities[0].output.type",
                 "spec.capabilities[0].examples[0].input.expression"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_misspelt_schema_type_names_the_field_the_types_and_the_likely_one() {
+        let mut p = plugin("greet");
+        p.spec.capabilities = vec![Capability {
+            name: "greet".into(),
+            description: None,
+            input: Some(json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "strng"},
+                    "tags": {"type": "array", "items": {"type": ["string", "nul"]}},
+                    "n": {"anyOf": [{"type": "int"}, {"type": "zzzzzz"}]}
+                }
+            })),
+            output: Some(json!({"type": "objcet"})),
+            idempotent: true,
+            examples: vec![],
+        }];
+        let problems: Vec<String> = validate_plugin(&p)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let types = "use one of string, number, integer, boolean, object, array, null";
+        assert_eq!(
+            problems,
+            [
+                format!(
+                    "spec.capabilities[0].input.properties.n.anyOf[0].type: \"int\" is not a JSON Schema type; {types} (did you mean \"integer\"?)"
+                ),
+                format!(
+                    "spec.capabilities[0].input.properties.n.anyOf[1].type: \"zzzzzz\" is not a JSON Schema type; {types}"
+                ),
+                format!(
+                    "spec.capabilities[0].input.properties.name.type: \"strng\" is not a JSON Schema type; {types} (did you mean \"string\"?)"
+                ),
+                format!(
+                    "spec.capabilities[0].input.properties.tags.items.type[1]: \"nul\" is not a JSON Schema type; {types} (did you mean \"null\"?)"
+                ),
+                format!(
+                    "spec.capabilities[0].output.type: \"objcet\" is not a JSON Schema type; {types} (did you mean \"object\"?)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_misspelt_schema_type_in_a_file_names_the_file() {
+        let yaml = "apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {name: greet}\nspec:\n  image: berth/greet:0.1.0\n  version: 0.1.0\n  capabilities:\n    - name: greet\n      input:\n        type: object\n        properties:\n          name: {type: strng}\n";
+        let loaded = crate::load::load_manifests("greet/berth.yaml", yaml.as_bytes());
+        let lines: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "greet/berth.yaml: spec.capabilities[0].input.properties.name.type: \"strng\" is not a JSON Schema type; use one of string, number, integer, boolean, object, array, null (did you mean \"string\"?)"
             ]
         );
     }

@@ -5,8 +5,9 @@
 use berth_api::{Plugin, SecretRef};
 
 use crate::protocol::{
-    ENV_GATEWAY_URL, ENV_HTTP_PROXY, ENV_HTTPS_PROXY, ENV_NO_PROXY, ENV_PLUGIN_NAME,
-    ENV_PLUGIN_TOKEN, ENV_PLUGIN_VERSION, ENV_PORT,
+    ENV_CPU_MILLIS, ENV_GATEWAY_URL, ENV_HTTP_PROXY, ENV_HTTPS_PROXY, ENV_MAX_CONCURRENCY,
+    ENV_MEMORY_BYTES, ENV_NO_PROXY, ENV_PIDS, ENV_PLUGIN_NAME, ENV_PLUGIN_TOKEN,
+    ENV_PLUGIN_VERSION, ENV_PORT, ENV_TIMEOUT_MS, ENV_TMP_BYTES,
 };
 
 /// Where one variable's value comes from.
@@ -65,7 +66,10 @@ pub struct GatewayAccess {
 }
 
 /// Every variable a plugin container gets, in a stable order: the protocol's own
-/// (`BERTH_PORT`, `BERTH_PLUGIN_NAME`, `BERTH_PLUGIN_VERSION`, and behind a gateway
+/// (`BERTH_PORT`, `BERTH_PLUGIN_NAME`, `BERTH_PLUGIN_VERSION`, the limits of
+/// `spec.resources` as decimal integers (`BERTH_MAX_CONCURRENCY`, `BERTH_MEMORY_BYTES`,
+/// `BERTH_CPU_MILLIS`, `BERTH_PIDS`, `BERTH_TIMEOUT_MS`, `BERTH_TMP_BYTES`; decision 0065),
+/// and behind a gateway
 /// `BERTH_GATEWAY_URL` and `BERTH_PLUGIN_TOKEN`), then with an egress proxy
 /// `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` and their lower-case twins, then one per secret in `secrets` — the
 /// secrets the plugin asks for that it may have (all of them locally, the granted ones in a
@@ -80,6 +84,18 @@ pub fn plugin_environment(
         EnvVar::value(ENV_PLUGIN_NAME, plugin.name()),
         EnvVar::value(ENV_PLUGIN_VERSION, plugin.spec.version.to_string()),
     ];
+    // A manifest whose limits do not resolve is refused before anything runs; the
+    // variables are left out rather than guessed.
+    if let Ok(limits) = plugin.spec.resources.resolve() {
+        env.extend([
+            EnvVar::value(ENV_MAX_CONCURRENCY, limits.max_concurrency.to_string()),
+            EnvVar::value(ENV_MEMORY_BYTES, limits.memory_bytes.to_string()),
+            EnvVar::value(ENV_CPU_MILLIS, limits.cpu_millis.to_string()),
+            EnvVar::value(ENV_PIDS, limits.pids.to_string()),
+            EnvVar::value(ENV_TIMEOUT_MS, limits.timeout.as_millis().to_string()),
+            EnvVar::value(ENV_TMP_BYTES, limits.tmp_bytes.to_string()),
+        ]);
+    }
     if let Some(gateway) = &deployment.gateway {
         env.push(EnvVar::value(ENV_GATEWAY_URL, gateway.url.clone()));
         env.push(EnvVar {
@@ -154,6 +170,12 @@ mod tests {
                 "BERTH_PORT",
                 "BERTH_PLUGIN_NAME",
                 "BERTH_PLUGIN_VERSION",
+                "BERTH_MAX_CONCURRENCY",
+                "BERTH_MEMORY_BYTES",
+                "BERTH_CPU_MILLIS",
+                "BERTH_PIDS",
+                "BERTH_TIMEOUT_MS",
+                "BERTH_TMP_BYTES",
                 "BERTH_GATEWAY_URL",
                 "BERTH_PLUGIN_TOKEN",
                 "WEATHER_KEY"
@@ -165,15 +187,50 @@ mod tests {
         let names: Vec<&str> = alone.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(
             names,
-            ["BERTH_PORT", "BERTH_PLUGIN_NAME", "BERTH_PLUGIN_VERSION"]
+            [
+                "BERTH_PORT",
+                "BERTH_PLUGIN_NAME",
+                "BERTH_PLUGIN_VERSION",
+                "BERTH_MAX_CONCURRENCY",
+                "BERTH_MEMORY_BYTES",
+                "BERTH_CPU_MILLIS",
+                "BERTH_PIDS",
+                "BERTH_TIMEOUT_MS",
+                "BERTH_TMP_BYTES"
+            ]
         );
         assert_eq!(
-            env[5].source,
+            env[11].source,
             EnvSource::Secret {
                 name: "weather".into(),
                 key: Some("api".into()),
                 optional: false
             }
+        );
+    }
+
+    #[test]
+    fn limits_are_the_resolved_resources_as_decimal_integers() {
+        let plugin: Plugin = serde_yaml::from_str(
+            "apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {name: calc}\nspec:\n  image: berth/calc:0.2.0\n  version: 0.2.0\n  resources: {memory: 48Mi, cpu: 250m, pids: 32, timeout: 1500ms, tmp: 2Mi, maxConcurrency: 7}\n",
+        )
+        .unwrap();
+        let env = plugin_environment(&plugin, &DeploymentFacts::default(), &[]);
+        let limits: Vec<(&str, &EnvSource)> = env[3..]
+            .iter()
+            .map(|v| (v.name.as_str(), &v.source))
+            .collect();
+        let value = |v: &str| EnvSource::Value(v.into());
+        assert_eq!(
+            limits,
+            [
+                ("BERTH_MAX_CONCURRENCY", &value("7")),
+                ("BERTH_MEMORY_BYTES", &value("50331648")),
+                ("BERTH_CPU_MILLIS", &value("250")),
+                ("BERTH_PIDS", &value("32")),
+                ("BERTH_TIMEOUT_MS", &value("1500")),
+                ("BERTH_TMP_BYTES", &value("2097152")),
+            ]
         );
     }
 

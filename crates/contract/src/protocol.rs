@@ -59,6 +59,20 @@ pub const ENV_NO_PROXY: &str = "NO_PROXY";
 /// Environment: log filter (`info`, `debug`, `my_plugin=trace`); `RUST_LOG` is read when unset.
 pub const ENV_LOG: &str = "BERTH_LOG";
 
+/// Environment: the manifest's `spec.resources.maxConcurrency`; the gateway never sends the
+/// plugin more requests at once.
+pub const ENV_MAX_CONCURRENCY: &str = "BERTH_MAX_CONCURRENCY";
+/// Environment: the memory limit in bytes (`spec.resources.memory`).
+pub const ENV_MEMORY_BYTES: &str = "BERTH_MEMORY_BYTES";
+/// Environment: the CPU limit in millicores (`spec.resources.cpu`).
+pub const ENV_CPU_MILLIS: &str = "BERTH_CPU_MILLIS";
+/// Environment: the process limit (`spec.resources.pids`).
+pub const ENV_PIDS: &str = "BERTH_PIDS";
+/// Environment: the invocation deadline in milliseconds (`spec.resources.timeout`).
+pub const ENV_TIMEOUT_MS: &str = "BERTH_TIMEOUT_MS";
+/// Environment: the size of `/tmp` in bytes (`spec.resources.tmp`).
+pub const ENV_TMP_BYTES: &str = "BERTH_TMP_BYTES";
+
 /// Port a plugin listens on when `BERTH_PORT` is unset.
 pub const DEFAULT_PORT: u16 = 8080;
 

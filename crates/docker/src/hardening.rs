@@ -326,10 +326,35 @@ spec:
                 "BERTH_PORT=9000",
                 "BERTH_PLUGIN_NAME=calc",
                 "BERTH_PLUGIN_VERSION=0.1.0",
+                "BERTH_MAX_CONCURRENCY=64",
+                "BERTH_MEMORY_BYTES=33554432",
+                "BERTH_CPU_MILLIS=250",
+                "BERTH_PIDS=16",
+                "BERTH_TIMEOUT_MS=10000",
+                "BERTH_TMP_BYTES=1048576",
                 "BERTH_GATEWAY_URL=http://gw:8080",
                 "BERTH_PLUGIN_TOKEN=t0ken"
             ]
         );
+    }
+
+    #[test]
+    fn a_plugin_run_alone_still_sees_its_limits() {
+        let yaml = CALC.replace("tmp: 1Mi}", "tmp: 1Mi, timeout: 2s, maxConcurrency: 3}");
+        let env = container_env(&plugin(&yaml), None, None).unwrap();
+        let get = |name: &str| {
+            env.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{name} is not set: {env:?}"))
+        };
+        assert_eq!(get("BERTH_MAX_CONCURRENCY"), "3");
+        assert_eq!(get("BERTH_TIMEOUT_MS"), "2000");
+        assert_eq!(get("BERTH_MEMORY_BYTES"), "33554432");
+        assert_eq!(get("BERTH_CPU_MILLIS"), "250");
+        assert_eq!(get("BERTH_PIDS"), "16");
+        assert_eq!(get("BERTH_TMP_BYTES"), "1048576");
+        assert!(env.iter().all(|(n, _)| n != "BERTH_GATEWAY_URL"));
     }
 
     #[test]
@@ -349,7 +374,7 @@ spec:
         };
         let env = container_env(&p, None, Some(secrets)).unwrap();
         assert_eq!(
-            env[3..],
+            env[env.len() - 2..],
             [
                 ("DB_PASSWORD".to_owned(), "pw=1".to_owned()),
                 ("API_KEY".to_owned(), "abc".to_owned())
@@ -374,7 +399,7 @@ spec:
         let alone = container_env(&p, None, None).unwrap();
         assert_eq!(
             alone.len(),
-            3,
+            env.len() - 2,
             "a plugin run alone gets no secrets: {alone:?}"
         );
     }

@@ -204,11 +204,23 @@ async fn run(
     let body = read_body(headers, body, limits.max_body, limits.body_read_timeout).await?;
     let mut envelope: Value =
         serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?;
-    let Some(mut event) = envelope.get_mut("event").map(Value::take) else {
-        return Err(Error::BadRequest {
-            code: "invalid_hook_event",
-            message: "the body must be {\"event\": {…}}".into(),
-        });
+    let mut event = match envelope.get_mut("event").map(Value::take) {
+        Some(event) if event.is_object() => event,
+        Some(other) => {
+            return Err(Error::BadRequest {
+                code: "invalid_hook_event",
+                message: format!(
+                    "the event must be a JSON object, got {}; send {{\"event\": {{…}}}}",
+                    json_type(&other)
+                ),
+            });
+        }
+        None => {
+            return Err(Error::BadRequest {
+                code: "invalid_hook_event",
+                message: "the body must be {\"event\": {…}}".into(),
+            });
+        }
     };
 
     let mut subscribers: Vec<Subscriber> = snapshot
@@ -518,5 +530,17 @@ pub(crate) fn parse_filter_answer(
                 .to_owned(),
         )),
         _ => Err("its answer has no action continue, modify or veto".into()),
+    }
+}
+
+/// The JSON type of `value`, for messages.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }

@@ -74,6 +74,7 @@
 
 mod context;
 mod error;
+mod logging;
 mod plugin;
 
 /// Protocol v1's wire format, shared with the gateway, the backends and `berth plugin test`.
@@ -81,6 +82,7 @@ pub use berth_contract::protocol;
 pub use context::Context;
 pub use error::Error;
 pub use http::StatusCode;
+pub use logging::JsonLines;
 pub use plugin::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY_BYTES, Plugin, init_logging, shutdown_signal,
 };

@@ -18,11 +18,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::logging::JsonLines;
 use crate::protocol::{
     DEFAULT_PORT, Describe, DescribedCapability, DescribedHook, ENV_LOG, ENV_PORT, HEADER_CALLER,
     HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction, HookMode, HookRequest, PATH_DESCRIBE,
@@ -124,8 +126,16 @@ impl Plugin {
         let erased: Erased = Arc::new(move |body: Bytes, ctx: Context| {
             let handler = Arc::clone(&handler);
             Box::pin(async move {
-                let request: HookRequest<E> = parse_json(&body)?;
-                let action = handler(request.event, ctx).await?;
+                let request: HookRequest<Value> = parse_json(&body)?;
+                if !request.event.is_object() {
+                    return Err(Error::invalid_input(format!(
+                        "the hook envelope's event must be a JSON object, got {}",
+                        json_kind(&request.event)
+                    )));
+                }
+                let event: E = serde_json::from_value(request.event)
+                    .map_err(|e| Error::invalid_input(format!("the event does not fit: {e}")))?;
+                let action = handler(event, ctx).await?;
                 Ok(match mode {
                     HookMode::Observe => StatusCode::NO_CONTENT.into_response(),
                     HookMode::Filter => {
@@ -196,6 +206,7 @@ impl Plugin {
             .route(&hook_path("{hook}"), post(hook_route))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn(echo_request_id))
             .with_state(state)
     }
 
@@ -277,20 +288,20 @@ impl Plugin {
     }
 }
 
-/// Installs a JSON-lines log subscriber on stdout, filtered by `BERTH_LOG` or `RUST_LOG`
-/// (default `info`). Does nothing when a subscriber is already set.
+/// Installs the protocol's JSON-lines log subscriber on stdout (see [`JsonLines`]),
+/// filtered by `BERTH_LOG` or `RUST_LOG` (default `info`). Does nothing when a subscriber
+/// is already set.
 pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = std::env::var(ENV_LOG)
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(JsonLines::new(std::io::stdout))
         .try_init();
 }
 
@@ -335,6 +346,12 @@ pub async fn shutdown_signal() {
     }
 }
 
+tokio::task_local! {
+    /// The `Berth-Request-Id` of the request this task serves, for log lines: spans can be
+    /// filtered out by `BERTH_LOG`, the request id must not be.
+    pub(crate) static REQUEST_ID: Option<String>;
+}
+
 struct Shared {
     describe: Describe,
     capabilities: HashMap<String, Erased>,
@@ -371,9 +388,9 @@ async fn invoke_route(
             ),
         )
     });
-    dispatch(&state, handler, headers, body)
-        .instrument(span)
-        .await
+    let request_id = header_str(&headers, HEADER_REQUEST_ID).map(str::to_owned);
+    let work = dispatch(&state, handler, headers, body).instrument(span);
+    REQUEST_ID.scope(request_id, work).await
 }
 
 async fn hook_route(
@@ -397,9 +414,9 @@ async fn hook_route(
             ),
         )
     });
-    dispatch(&state, handler, headers, body)
-        .instrument(span)
-        .await
+    let request_id = header_str(&headers, HEADER_REQUEST_ID).map(str::to_owned);
+    let work = dispatch(&state, handler, headers, body).instrument(span);
+    REQUEST_ID.scope(request_id, work).await
 }
 
 /// Reads the body, applies the deadline, runs the handler and logs the outcome.
@@ -410,14 +427,17 @@ async fn dispatch(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let request_id = headers.get(HEADER_REQUEST_ID).cloned();
     let result = async {
         let handler = handler?;
         let budget = deadline_budget(&headers)?;
+        if budget == Some(Duration::ZERO) {
+            // Already expired: the caller has stopped listening, so nothing runs.
+            return Err(Error::deadline_exceeded(0));
+        }
         let ctx = Context {
             request_id: header_str(&headers, HEADER_REQUEST_ID).map(str::to_owned),
             caller: header_str(&headers, HEADER_CALLER).map(str::to_owned),
-            deadline: budget.map(|b| started + b),
+            deadline: budget.and_then(|b| started.checked_add(b)),
         };
         let work = async {
             let bytes = read_body(body, state.max_body_bytes).await?;
@@ -434,7 +454,7 @@ async fn dispatch(
     }
     .await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut response = match result {
+    match result {
         Ok(response) => {
             tracing::info!(status = response.status().as_u16(), elapsed_ms, "answered");
             response
@@ -444,7 +464,7 @@ async fn dispatch(
                 tracing::warn!(
                     status = error.status().as_u16(),
                     code = error.code(),
-                    message = error.message(),
+                    error = error.message(),
                     elapsed_ms,
                     "failed"
                 );
@@ -458,31 +478,50 @@ async fn dispatch(
             }
             error.into_response()
         }
-    };
-    if let Some(id) = request_id {
-        response.headers_mut().insert(HEADER_REQUEST_ID, id);
     }
-    response
 }
 
-fn deadline_budget(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
-    let Some(value) = headers.get(HEADER_DEADLINE_MS) else {
+/// `Berth-Deadline-Ms` as a budget: absent → none; optional surrounding spaces around one or
+/// more ASCII digits; digits too large for a `u64` → none (no deadline beyond the runtime's);
+/// anything else, or the header more than once → 400 `bad_request`.
+pub(crate) fn deadline_budget(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
+    let mut values = headers.get_all(HEADER_DEADLINE_MS).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
-    value
-        .to_str()
+    if values.next().is_some() {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the Berth-Deadline-Ms header is sent more than once; send it once",
+        ));
+    }
+    let digits = std::str::from_utf8(value.as_bytes())
         .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|ms| Some(Duration::from_millis(ms)))
+        .map(|v| v.trim_matches([' ', '\t']))
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| {
             Error::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!(
-                    "the Berth-Deadline-Ms header must be a whole number of milliseconds, got {value:?}"
+                    "the Berth-Deadline-Ms header must be a whole number of milliseconds (digits only, e.g. 5000), got {value:?}"
                 ),
             )
-        })
+        })?;
+    // Only overflow can fail here: every byte is a digit.
+    Ok(digits.parse::<u64>().ok().map(Duration::from_millis))
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
@@ -534,6 +573,19 @@ fn json_response(status: StatusCode, json: Vec<u8>) -> Response {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response
+}
+
+/// Every answer, from any route or fallback, carries the request's `Berth-Request-Id`.
+async fn echo_request_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = request.headers().get(HEADER_REQUEST_ID).cloned();
+    let mut response = next.run(request).await;
+    if let Some(id) = id {
+        response.headers_mut().insert(HEADER_REQUEST_ID, id);
+    }
     response
 }
 

@@ -222,6 +222,28 @@ fn environment_names_the_gateway_port_and_token() {
 }
 
 #[test]
+fn environment_carries_the_resolved_limits_as_decimal_integers() {
+    let c = container(&rendered(&calculator()));
+    let env = c["env"].as_array().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not in {env:?}"))["value"]
+            .clone()
+    };
+    assert_eq!(value("BERTH_MAX_CONCURRENCY"), "64");
+    assert_eq!(value("BERTH_MEMORY_BYTES"), "33554432");
+    assert_eq!(value("BERTH_CPU_MILLIS"), "250");
+    assert_eq!(value("BERTH_PIDS"), "64");
+    assert_eq!(value("BERTH_TIMEOUT_MS"), "10000");
+    assert_eq!(value("BERTH_TMP_BYTES"), "1048576");
+    // The variables say what the pod is held to: the same numbers as its limits.
+    let limits = &c["resources"]["limits"];
+    assert_eq!(limits["memory"], "32Mi");
+    assert_eq!(limits["cpu"], "250m");
+}
+
+#[test]
 fn proxy_variables_carry_the_token_from_the_revisions_secret() {
     let c = container(&rendered(&calculator()));
     let env = c["env"].as_array().unwrap();

@@ -1,6 +1,8 @@
-//! `berth build DIR` and `berth build --all DIR`: compile each plugin's static binary with one
-//! `cargo build`, then build its `FROM scratch` image through the Docker Engine, tagged
-//! `berth/NAME:VERSION` and labelled with its manifest.
+//! `berth build DIR` and `berth build --all DIR`: build each plugin's image through the Docker
+//! Engine, tagged `berth/NAME:VERSION` and labelled with its manifest. A folder with a Cargo
+//! package takes the fast path: one `cargo build` compiles every static binary, and its
+//! `FROM scratch` image gets a context of three files. Any other folder with a Dockerfile
+//! (Python, TypeScript, Go, C, ...) is built by the engine from the folder itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -16,6 +18,8 @@ use berth_docker::{BuildContext, BuildRequest, DockerClient, MANAGED_BY_LABEL};
 use serde::Deserialize;
 
 mod dockerfile;
+mod dockerignore;
+mod folder;
 
 /// The target every plugin binary is built for.
 pub const PLUGIN_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -23,7 +27,8 @@ pub const PLUGIN_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Options of `berth build`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A plugin folder (berth.yaml, Dockerfile, Cargo.toml, src/); with --all, a folder of them.
+    /// A plugin folder (berth.yaml and a Dockerfile, plus Cargo.toml for Rust); with --all, a
+    /// folder of them.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
     /// Build every plugin folder directly under DIR.
@@ -35,6 +40,40 @@ pub struct Args {
     /// Build the image even when one with the same binary, manifest and Dockerfile exists.
     #[arg(long)]
     pub rebuild: bool,
+    /// A Dockerfile `ARG` value, e.g. PYTHON_IMAGE=python:3.12-slim (repeatable); berth
+    /// build sets BERTH_MANIFEST itself.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = parse_build_arg)]
+    pub build_args: Vec<(String, String)>,
+}
+
+/// Parses one `--build-arg KEY=VALUE`.
+fn parse_build_arg(text: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(format!(
+            "expected KEY=VALUE (e.g. PYTHON_IMAGE=python:3.12-slim), got {text:?}"
+        ));
+    };
+    if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '$') {
+        return Err(format!(
+            "{key:?} is not an ARG name; expected KEY=VALUE (e.g. PYTHON_IMAGE=python:3.12-slim)"
+        ));
+    }
+    if key == "BERTH_MANIFEST" {
+        return Err(
+            "berth build sets BERTH_MANIFEST to berth.yaml itself; drop this --build-arg"
+                .to_owned(),
+        );
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// How a plugin folder becomes an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A Cargo package: a static binary compiled here, copied into the image.
+    Cargo,
+    /// Only a Dockerfile: the engine builds the folder (less `.dockerignore`).
+    Dockerfile,
 }
 
 /// Image label holding the digest of the build context, to skip builds that change nothing.
@@ -51,6 +90,8 @@ pub struct PluginDir {
     pub plugin: Plugin,
     /// The Dockerfile, verbatim.
     pub dockerfile: String,
+    /// How it is built.
+    pub kind: Kind,
 }
 
 impl PluginDir {
@@ -87,8 +128,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
 
-    let binaries = match compile(&plugins) {
-        Ok(b) => b,
+    let rust: Vec<&PluginDir> = plugins.iter().filter(|p| p.kind == Kind::Cargo).collect();
+    let mut binaries = match compile(&rust) {
+        Ok(b) => b.into_iter(),
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::from(1));
@@ -107,8 +149,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         let mut failed = 0;
-        for (plugin, binary) in plugins.iter().zip(&binaries) {
-            match build_image(&docker, plugin, binary, &args).await {
+        for plugin in &plugins {
+            let built = match plugin.kind {
+                Kind::Cargo => match binaries.next() {
+                    Some(binary) => build_static_image(&docker, plugin, &binary, &args).await,
+                    None => Err(anyhow!("cargo reported no binary")),
+                },
+                Kind::Dockerfile => build_folder_image(&docker, plugin, &args).await,
+            };
+            match built {
                 Ok(summary) => println!("{summary}"),
                 Err(e) => {
                     failed += 1;
@@ -145,7 +194,8 @@ fn plugin_dirs_under(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Reads and cross-checks `berth.yaml`, `Dockerfile` and `Cargo.toml` of one folder.
+/// Reads and cross-checks `berth.yaml`, `Dockerfile` and (for Rust) `Cargo.toml` of one
+/// folder.
 pub fn read_plugin_dir(dir: &Path) -> Result<PluginDir, Vec<String>> {
     let manifest_path = dir.join("berth.yaml");
     let manifest_file = manifest_path.display().to_string();
@@ -158,24 +208,33 @@ pub fn read_plugin_dir(dir: &Path) -> Result<PluginDir, Vec<String>> {
         .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let dockerfile_path = dir.join("Dockerfile");
     let dockerfile_file = dockerfile_path.display().to_string();
+    let kind = if dir.join("Cargo.toml").is_file() {
+        Kind::Cargo
+    } else if dockerfile_path.is_file() {
+        Kind::Dockerfile
+    } else {
+        return Err(vec![format!(
+            "{}: neither a Dockerfile nor a Cargo.toml; berth build needs one of them: a Dockerfile (any language; the folder is its build context) or a Cargo package (Rust, compiled here). `berth new NAME --lang rust|python|typescript|go|c` writes a folder to start from",
+            dir.display()
+        )]);
+    };
     let dockerfile = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
         vec![format!(
             "{dockerfile_file}: cannot read ({e}); `berth new` writes one to start from"
         )]
     })?;
-    let mut problems = dockerfile::check(&dockerfile_file, &dockerfile, &plugin);
-    if !dir.join("Cargo.toml").is_file() {
-        problems.push(format!(
-            "{}: missing; berth build compiles the plugin from its Cargo package",
-            dir.join("Cargo.toml").display()
-        ));
-    }
+    let context = match kind {
+        Kind::Cargo => dockerfile::Context::StaticBinary,
+        Kind::Dockerfile => dockerfile::Context::Folder,
+    };
+    let problems = dockerfile::check(&dockerfile_file, &dockerfile, &plugin, context);
     if problems.is_empty() {
         Ok(PluginDir {
             dir: dir.to_path_buf(),
             manifest_text,
             plugin,
             dockerfile,
+            kind,
         })
     } else {
         Err(problems)
@@ -302,10 +361,10 @@ fn package_of(plugin: &PluginDir) -> anyhow::Result<Package> {
 
 /// Compiles every plugin's static binary, one `cargo build` per Cargo workspace; returns the
 /// binaries in the order of `plugins`.
-fn compile(plugins: &[PluginDir]) -> anyhow::Result<Vec<PathBuf>> {
+fn compile(plugins: &[&PluginDir]) -> anyhow::Result<Vec<PathBuf>> {
     let packages = plugins
         .iter()
-        .map(package_of)
+        .map(|p| package_of(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut by_workspace: BTreeMap<&Path, Vec<&Package>> = BTreeMap::new();
     for p in &packages {
@@ -387,33 +446,104 @@ fn compile(plugins: &[PluginDir]) -> anyhow::Result<Vec<PathBuf>> {
         .collect()
 }
 
-/// Builds one image and checks the result carries the manifest.
-async fn build_image(
+/// Builds the `FROM scratch` image of a Rust plugin around its static binary.
+async fn build_static_image(
     docker: &DockerClient,
     plugin: &PluginDir,
     binary: &Path,
     args: &Args,
 ) -> anyhow::Result<String> {
-    let verbose = args.verbose;
-    let tag = plugin.tag();
     let bytes =
         std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
-    let digest = context_digest(&plugin.dockerfile, &plugin.manifest_text, &bytes);
+    let digest = context_digest(
+        &plugin.dockerfile,
+        &plugin.manifest_text,
+        &bytes,
+        &args.build_args,
+    );
+    let context = || {
+        let mut context = BuildContext::new();
+        context
+            .add("Dockerfile", plugin.dockerfile.as_bytes(), 0o644)?
+            .add("berth.yaml", plugin.manifest_text.as_bytes(), 0o644)?
+            .add("plugin", &bytes, 0o755)?;
+        Ok(context.finish()?)
+    };
+    Ok(
+        match build_checked(docker, plugin, &digest, context, args).await? {
+            Built::UpToDate(summary) => summary,
+            Built::New { tag, id } => format!(
+                "built {tag} ({}, binary {:.1} MiB){}",
+                id.get(..19).unwrap_or(&id),
+                bytes.len() as f64 / (1024.0 * 1024.0),
+                image_name_note(plugin)
+            ),
+        },
+    )
+}
+
+/// Builds the image of a plugin folder with its own Dockerfile; the folder, less
+/// `.dockerignore`, is the build context.
+async fn build_folder_image(
+    docker: &DockerClient,
+    plugin: &PluginDir,
+    args: &Args,
+) -> anyhow::Result<String> {
+    let files = folder::context_files(&plugin.dir).map_err(|e| anyhow!(e))?;
+    let digest = folder::folder_digest(&files, &plugin.manifest_text, &args.build_args);
+    let size: usize = files.iter().map(|f| f.contents.len()).sum();
+    let context = || {
+        let mut context = BuildContext::new();
+        for f in &files {
+            context.add(&f.path, &f.contents, f.mode)?;
+        }
+        Ok(context.finish()?)
+    };
+    Ok(
+        match build_checked(docker, plugin, &digest, context, args).await? {
+            Built::UpToDate(summary) => summary,
+            Built::New { tag, id } => format!(
+                "built {tag} ({}, context {} files, {:.1} MiB){}",
+                id.get(..19).unwrap_or(&id),
+                files.len(),
+                size as f64 / (1024.0 * 1024.0),
+                image_name_note(plugin)
+            ),
+        },
+    )
+}
+
+/// What [`build_checked`] did.
+enum Built {
+    /// An image with the same context digest exists; the line to print.
+    UpToDate(String),
+    /// A new image.
+    New { tag: String, id: String },
+}
+
+/// Builds `plugin`'s image from the tar `context` unless an image with `digest` exists,
+/// showing progress, then checks the result carries the manifest and runs as 65532.
+async fn build_checked(
+    docker: &DockerClient,
+    plugin: &PluginDir,
+    digest: &str,
+    context: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    args: &Args,
+) -> anyhow::Result<Built> {
+    let verbose = args.verbose;
+    let tag = plugin.tag();
     let previous = docker.inspect_image(&tag).await.ok();
     if !args.rebuild
         && let Some(image) = &previous
-        && image.labels.get(CONTEXT_DIGEST_LABEL) == Some(&digest)
+        && image.labels.get(CONTEXT_DIGEST_LABEL).map(String::as_str) == Some(digest)
     {
-        return Ok(format!(
+        return Ok(Built::UpToDate(format!(
             "{tag} is up to date ({}); --rebuild builds it anyway",
             image.id.get(..19).unwrap_or(&image.id)
-        ));
+        )));
     }
-    let mut context = BuildContext::new();
-    context
-        .add("Dockerfile", plugin.dockerfile.as_bytes(), 0o644)?
-        .add("berth.yaml", plugin.manifest_text.as_bytes(), 0o644)?
-        .add("plugin", &bytes, 0o755)?;
+    let mut build_args: HashMap<String, String> = args.build_args.iter().cloned().collect();
+    build_args.insert("BERTH_MANIFEST".to_owned(), plugin.manifest_text.clone());
     let request = BuildRequest {
         tag: tag.clone(),
         labels: HashMap::from([
@@ -427,9 +557,9 @@ async fn build_image(
                 plugin.plugin.spec.version.clone(),
             ),
             (MANAGED_BY_LABEL.to_owned(), "berth-build".to_owned()),
-            (CONTEXT_DIGEST_LABEL.to_owned(), digest.clone()),
+            (CONTEXT_DIGEST_LABEL.to_owned(), digest.to_owned()),
         ]),
-        build_args: HashMap::from([("BERTH_MANIFEST".to_owned(), plugin.manifest_text.clone())]),
+        build_args,
     };
     let bar = if verbose {
         indicatif::ProgressBar::hidden()
@@ -444,7 +574,7 @@ async fn build_image(
         bar
     };
     let result = docker
-        .build_image(context.finish()?, &request, |line| {
+        .build_image(context()?, &request, |line| {
             if verbose {
                 eprintln!("{tag}: {line}");
             } else {
@@ -474,27 +604,43 @@ async fn build_image(
             image.user
         );
     }
-    let mut summary = format!(
-        "built {tag} ({}, binary {:.1} MiB)",
-        id.get(..19).unwrap_or(&id),
-        bytes.len() as f64 / (1024.0 * 1024.0)
-    );
-    if plugin.plugin.spec.image != tag && !plugin.plugin.spec.image.ends_with(&format!("/{tag}")) {
-        summary.push_str(&format!(
-            "; note: berth.yaml's spec.image is {}, tag or push the image under that name",
-            plugin.plugin.spec.image
-        ));
-    }
-    Ok(summary)
+    Ok(Built::New { tag, id })
 }
 
-/// `sha256:<hex>` over the three files of the build context.
-fn context_digest(dockerfile: &str, manifest: &str, binary: &[u8]) -> String {
+/// A note when berth.yaml's spec.image is not the tag built.
+fn image_name_note(plugin: &PluginDir) -> String {
+    let tag = plugin.tag();
+    if plugin.plugin.spec.image != tag && !plugin.plugin.spec.image.ends_with(&format!("/{tag}")) {
+        format!(
+            "; note: berth.yaml's spec.image is {}, tag or push the image under that name",
+            plugin.plugin.spec.image
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// `sha256:<hex>` over the three files of the build context, and the build arguments when
+/// there are any (so a digest without them is the one earlier versions wrote).
+fn context_digest(
+    dockerfile: &str,
+    manifest: &str,
+    binary: &[u8],
+    build_args: &[(String, String)],
+) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for part in [dockerfile.as_bytes(), manifest.as_bytes(), binary] {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part);
+    }
+    let mut sorted: Vec<&(String, String)> = build_args.iter().collect();
+    sorted.sort();
+    for (key, value) in sorted {
+        for part in [key.as_bytes(), value.as_bytes()] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
     }
     let hex: String = hasher
         .finalize()
@@ -502,4 +648,103 @@ fn context_digest(dockerfile: &str, manifest: &str, binary: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("sha256:{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_arg_needs_a_key_and_an_equals_sign() {
+        assert_eq!(
+            parse_build_arg("PYTHON_IMAGE=local/py:1").unwrap(),
+            ("PYTHON_IMAGE".to_owned(), "local/py:1".to_owned())
+        );
+        assert_eq!(
+            parse_build_arg("EMPTY=").unwrap(),
+            ("EMPTY".to_owned(), String::new())
+        );
+        assert!(parse_build_arg("A=b=c").unwrap().1 == "b=c");
+        assert!(
+            parse_build_arg("PYTHON_IMAGE")
+                .unwrap_err()
+                .contains("expected KEY=VALUE")
+        );
+        assert!(
+            parse_build_arg("=x")
+                .unwrap_err()
+                .contains("not an ARG name")
+        );
+        assert!(
+            parse_build_arg("A B=x")
+                .unwrap_err()
+                .contains("not an ARG name")
+        );
+        assert!(
+            parse_build_arg("BERTH_MANIFEST=x")
+                .unwrap_err()
+                .contains("sets BERTH_MANIFEST")
+        );
+    }
+
+    #[test]
+    fn static_digest_without_build_args_is_unchanged_and_with_them_differs() {
+        let plain = context_digest("FROM scratch", "m", b"bin", &[]);
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for part in [&b"FROM scratch"[..], b"m", b"bin"] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let expected: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(plain, format!("sha256:{expected}"));
+        let with = context_digest("FROM scratch", "m", b"bin", &[("A".into(), "1".into())]);
+        assert_ne!(plain, with);
+    }
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        std::fs::write(dir.join(rel), text).unwrap();
+    }
+
+    const MANIFEST: &str = "apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {name: demo}\nspec: {image: berth/demo:0.1.0, version: 0.1.0, port: 8080}\n";
+
+    const DOCKERFILE: &str = "FROM scratch\nARG BERTH_MANIFEST\nLABEL dev.berth.manifest=\"${BERTH_MANIFEST}\"\nCOPY app /app\nUSER 65532:65532\nEXPOSE 8080\n";
+
+    #[test]
+    fn a_folder_with_a_dockerfile_and_no_cargo_package_is_a_dockerfile_build() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "berth.yaml", MANIFEST);
+        write(dir.path(), "Dockerfile", DOCKERFILE);
+        let plugin = read_plugin_dir(dir.path()).unwrap();
+        assert_eq!(plugin.kind, Kind::Dockerfile);
+        assert_eq!(plugin.tag(), "berth/demo:0.1.0");
+        // The same folder with a Cargo package is the Rust path, where `app` is not in the
+        // context.
+        write(dir.path(), "Cargo.toml", "");
+        let problems = read_plugin_dir(dir.path()).unwrap_err();
+        assert!(problems[0].contains("COPY app"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_folder_with_neither_dockerfile_nor_cargo_package_says_what_to_add() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "berth.yaml", MANIFEST);
+        let problems = read_plugin_dir(dir.path()).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].starts_with(&format!(
+                "{}: neither a Dockerfile nor a Cargo.toml",
+                dir.path().display()
+            )),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].contains("berth new NAME --lang"),
+            "{problems:?}"
+        );
+    }
 }

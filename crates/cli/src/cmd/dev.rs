@@ -485,6 +485,7 @@ fn build_plugin(dir: &Path) -> anyhow::Result<ExitCode> {
         all: false,
         verbose: false,
         rebuild: false,
+        build_args: Vec::new(),
     })
 }
 

@@ -2,6 +2,7 @@
 //! uses a part of them.
 #![allow(dead_code)]
 
+pub mod bases;
 pub mod browser;
 pub mod daemon;
 pub mod dev;

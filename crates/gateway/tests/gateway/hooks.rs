@@ -320,6 +320,18 @@ async fn unknown_hook_name_and_missing_event_are_400() {
         )
         .await;
     r.expect(StatusCode::BAD_REQUEST, "invalid_hook_event");
+    // Plugins answer an event that is not an object with 400: the gateway refuses it first.
+    let r = h
+        .send(
+            http::Method::POST,
+            "/v1/hooks/before_command",
+            Some(HOOKS),
+            &[],
+            r#"{"event": "rm -rf /"}"#,
+        )
+        .await;
+    r.expect(StatusCode::BAD_REQUEST, "invalid_hook_event");
+    assert!(r.text.contains("got a string"), "{}", r.text);
 }
 
 /// A subscriber that answers 500 to everything.

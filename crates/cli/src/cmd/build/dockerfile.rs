@@ -89,27 +89,51 @@ fn pairs(args: &str, legacy_space_form: bool) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What the build context of a Dockerfile holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Context {
+    /// The Rust path: only [`CONTEXT_FILES`], so COPY and ADD can name nothing else.
+    StaticBinary,
+    /// The plugin folder itself (less `.dockerignore`); any source is the builder's to check.
+    Folder,
+}
+
+/// Whether `value` expands the build argument `BERTH_MANIFEST` and nothing else.
+fn is_manifest_arg(value: &str) -> bool {
+    value == "$BERTH_MANIFEST" || value == "${BERTH_MANIFEST}"
+}
+
 /// Every disagreement between the Dockerfile at `file` and the manifest, one message each.
-pub fn check(file: &str, text: &str, plugin: &Plugin) -> Vec<String> {
+/// Only the final stage becomes the image, so USER, EXPOSE, ENV and LABEL are checked
+/// there; earlier stages may build as any user.
+pub fn check(file: &str, text: &str, plugin: &Plugin, context: Context) -> Vec<String> {
     let port = plugin.spec.port;
     let mut problems = Vec::new();
     let instructions = instructions(text);
-    let mut saw_user = false;
-    let mut saw_from = false;
-    for ins in &instructions {
+    let final_from = instructions.iter().rposition(|i| i.keyword == "FROM");
+    let Some(final_from) = final_from else {
+        problems.push(format!(
+            "{file}: no FROM; start with FROM scratch (or FROM the base image your language needs)"
+        ));
+        return problems;
+    };
+    let final_line = instructions[final_from].line;
+    let mut last_user: Option<&Instruction> = None;
+    let mut exposes = false;
+    let mut manifest_arg = false;
+    let mut manifest_label = false;
+    for (index, ins) in instructions.iter().enumerate() {
         let at = format!("{file}: line {}", ins.line);
+        let in_final = index > final_from;
         match ins.keyword.as_str() {
-            "FROM" => saw_from = true,
-            "USER" => {
-                saw_user = true;
-                if ins.args != "65532:65532" && ins.args != "65532" {
-                    problems.push(format!(
-                        "{at}: USER {} — plugins run as 65532:65532 (the runtime enforces it); write USER 65532:65532",
-                        ins.args
-                    ));
-                }
+            "USER" if in_final => last_user = Some(ins),
+            "ARG" if in_final => {
+                manifest_arg |= words(&ins.args)
+                    .iter()
+                    .any(|w| w.split('=').next() == Some("BERTH_MANIFEST"));
             }
-            "EXPOSE" => {
+            "EXPOSE" if in_final => {
+                exposes = true;
                 let exposed: Vec<&str> = ins.args.split_whitespace().collect();
                 let matches = exposed
                     .iter()
@@ -121,7 +145,7 @@ pub fn check(file: &str, text: &str, plugin: &Plugin) -> Vec<String> {
                     ));
                 }
             }
-            "ENV" => {
+            "ENV" if in_final => {
                 for (key, value) in pairs(&ins.args, true) {
                     if key == "BERTH_PORT" && value != port.to_string() {
                         problems.push(format!(
@@ -130,16 +154,22 @@ pub fn check(file: &str, text: &str, plugin: &Plugin) -> Vec<String> {
                     }
                 }
             }
-            "LABEL" => {
+            "LABEL" if in_final => {
                 for (key, value) in pairs(&ins.args, false) {
                     match key.as_str() {
-                        k if k == MANIFEST_LABEL
-                            && value != "$BERTH_MANIFEST"
-                            && value != "${BERTH_MANIFEST}" =>
-                        {
+                        k if k == MANIFEST_LABEL && !is_manifest_arg(&value) => {
+                            manifest_label = true;
                             problems.push(format!(
                                 "{at}: LABEL {MANIFEST_LABEL} is written out by hand; it must be the manifest itself: ARG BERTH_MANIFEST then LABEL {MANIFEST_LABEL}=\"${{BERTH_MANIFEST}}\""
                             ));
+                        }
+                        k if k == MANIFEST_LABEL => {
+                            manifest_label = true;
+                            if !manifest_arg {
+                                problems.push(format!(
+                                    "{at}: LABEL {MANIFEST_LABEL} uses BERTH_MANIFEST before this stage declares it, so the label is empty; put ARG BERTH_MANIFEST after line {final_line}'s FROM and before this LABEL"
+                                ));
+                            }
                         }
                         "org.opencontainers.image.title" if value != plugin.name() => {
                             problems.push(format!(
@@ -157,7 +187,7 @@ pub fn check(file: &str, text: &str, plugin: &Plugin) -> Vec<String> {
                     }
                 }
             }
-            "COPY" | "ADD" => {
+            "COPY" | "ADD" if context == Context::StaticBinary => {
                 let ws: Vec<String> = words(&ins.args)
                     .into_iter()
                     .filter(|w| !w.starts_with("--"))
@@ -177,12 +207,26 @@ pub fn check(file: &str, text: &str, plugin: &Plugin) -> Vec<String> {
             _ => {}
         }
     }
-    if !saw_from {
-        problems.push(format!("{file}: no FROM; start with FROM scratch"));
+    match last_user {
+        None => problems.push(format!(
+            "{file}: no USER in the final stage (line {final_line}'s FROM onwards); add USER 65532:65532 so the image does not default to root"
+        )),
+        Some(user) if user.args != "65532:65532" && user.args != "65532" => {
+            problems.push(format!(
+                "{file}: line {}: USER {} — plugins run as 65532:65532 (the runtime enforces it); write USER 65532:65532",
+                user.line, user.args
+            ));
+        }
+        Some(_) => {}
     }
-    if !saw_user {
+    if !exposes {
         problems.push(format!(
-            "{file}: no USER; add USER 65532:65532 so the image does not default to root"
+            "{file}: the final stage (line {final_line}'s FROM onwards) has no EXPOSE; add EXPOSE {port} (the manifest's spec.port)"
+        ));
+    }
+    if !manifest_label {
+        problems.push(format!(
+            "{file}: the final stage (line {final_line}'s FROM onwards) has no {MANIFEST_LABEL} label; add ARG BERTH_MANIFEST then LABEL {MANIFEST_LABEL}=\"${{BERTH_MANIFEST}}\" after that FROM"
         ));
     }
     problems
@@ -222,14 +266,14 @@ ENTRYPOINT ["/plugin"]
     #[test]
     fn a_dockerfile_that_agrees_has_no_problems() {
         assert_eq!(
-            check("Dockerfile", GOOD, &plugin(8080)),
+            check("Dockerfile", GOOD, &plugin(8080), Context::StaticBinary),
             Vec::<String>::new()
         );
     }
 
     #[test]
     fn expose_and_env_port_must_match_spec_port() {
-        let problems = check("d/Dockerfile", GOOD, &plugin(9090));
+        let problems = check("d/Dockerfile", GOOD, &plugin(9090), Context::StaticBinary);
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].starts_with("d/Dockerfile: line 8: ENV BERTH_PORT=8080"));
         assert!(
@@ -240,9 +284,14 @@ ENTRYPOINT ["/plugin"]
     #[test]
     fn root_or_missing_user_is_refused() {
         let root = GOOD.replace("USER 65532:65532", "USER root");
-        assert!(check("Dockerfile", &root, &plugin(8080))[0].contains("USER root"));
+        assert!(
+            check("Dockerfile", &root, &plugin(8080), Context::StaticBinary)[0]
+                .contains("USER root")
+        );
         let none = GOOD.replace("USER 65532:65532\n", "");
-        assert!(check("Dockerfile", &none, &plugin(8080))[0].contains("no USER"));
+        assert!(
+            check("Dockerfile", &none, &plugin(8080), Context::StaticBinary)[0].contains("no USER")
+        );
     }
 
     #[test]
@@ -250,7 +299,7 @@ ENTRYPOINT ["/plugin"]
         let text = GOOD
             .replace("title=demo", "title=other")
             .replace("\"${BERTH_MANIFEST}\"", "'name: demo'");
-        let problems = check("Dockerfile", &text, &plugin(8080));
+        let problems = check("Dockerfile", &text, &plugin(8080), Context::StaticBinary);
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].contains("written out by hand"));
         assert!(problems[1].contains("title=other"));
@@ -263,12 +312,96 @@ ENTRYPOINT ["/plugin"]
             "COPY plugin /plugin",
             "COPY --chown=1:1 target/release/demo /plugin",
         );
-        let problems = check("Dockerfile", &text, &plugin(8080));
+        let problems = check("Dockerfile", &text, &plugin(8080), Context::StaticBinary);
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].contains("target/release/demo"),
             "{}",
             problems[0]
         );
+    }
+
+    const MULTI_STAGE: &str = r#"ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE} AS build
+USER root
+RUN echo building
+COPY src/ /src/
+FROM ${PYTHON_IMAGE}
+COPY --from=build /src /app
+ARG BERTH_MANIFEST
+LABEL dev.berth.manifest="${BERTH_MANIFEST}"
+USER 65532:65532
+ENV BERTH_PORT=8080
+EXPOSE 8080
+ENTRYPOINT ["python3", "/app/main.py"]
+"#;
+
+    #[test]
+    fn a_multi_stage_folder_build_is_checked_on_its_final_stage_only() {
+        assert_eq!(
+            check("Dockerfile", MULTI_STAGE, &plugin(8080), Context::Folder),
+            Vec::<String>::new()
+        );
+        // The same file for the Rust path: its context has no src/.
+        let problems = check(
+            "Dockerfile",
+            MULTI_STAGE,
+            &plugin(8080),
+            Context::StaticBinary,
+        );
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("line 5: COPY src/"), "{problems:#?}");
+    }
+
+    #[test]
+    fn user_65532_in_an_earlier_stage_does_not_count() {
+        let text = MULTI_STAGE
+            .replace("USER root", "USER 65532:65532")
+            .replace("USER 65532:65532\nENV", "ENV");
+        let problems = check("Dockerfile", &text, &plugin(8080), Context::Folder);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("no USER in the final stage (line 6's FROM onwards)"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn manifest_argument_declared_only_before_the_final_from_is_refused() {
+        let text = MULTI_STAGE.replace("ARG BERTH_MANIFEST\n", "").replace(
+            "FROM ${PYTHON_IMAGE} AS build",
+            "ARG BERTH_MANIFEST\nFROM ${PYTHON_IMAGE} AS build",
+        );
+        let problems = check("d/Dockerfile", &text, &plugin(8080), Context::Folder);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("d/Dockerfile: line 9: LABEL dev.berth.manifest uses BERTH_MANIFEST before this stage declares it"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn final_stage_without_expose_or_manifest_label_is_refused() {
+        let text = MULTI_STAGE
+            .replace("EXPOSE 8080\n", "")
+            .replace("LABEL dev.berth.manifest=\"${BERTH_MANIFEST}\"\n", "");
+        let problems = check("Dockerfile", &text, &plugin(9090), Context::Folder);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems[0].contains("ENV BERTH_PORT=8080"), "{problems:#?}");
+        assert!(
+            problems[1].contains("has no EXPOSE; add EXPOSE 9090"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[2].contains("has no dev.berth.manifest label"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn a_dockerfile_without_from_says_where_to_start() {
+        let problems = check("Dockerfile", "USER 65532\n", &plugin(8080), Context::Folder);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("no FROM"), "{problems:#?}");
     }
 }

@@ -1,14 +1,16 @@
-//! The conformance checks of `berth plugin test`, in the order of `docs/protocol.md`.
+//! The conformance checks of `berth plugin test`, in the order of `docs/protocol.md`. The
+//! plugin under test is a container started from an image, or with `--exec` a local process;
+//! both meet the same checks through [`Subject`].
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use berth_api::load::load_single_plugin;
 use berth_api::{Capability, HookMode, Plugin};
 use berth_contract::protocol::{
-    ErrorBody, HEADER_CALLER, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction, MANIFEST_LABEL,
+    HEADER_CALLER, HEADER_DEADLINE_MS, HEADER_REQUEST_ID, HookAction, MANIFEST_LABEL,
     PATH_DESCRIBE, PATH_HEALTHZ, hook_path, invoke_path,
 };
 use berth_docker::hardening::container_env;
@@ -20,12 +22,36 @@ use serde_json::{Value, json};
 
 use super::TestArgs;
 
+mod compare;
+mod probe;
+mod process;
+mod raw;
+mod subject;
+
+use probe::{Probe, connection_refused, one_line};
+use process::{Exit, PluginProcess};
+use subject::{Subject, interrupted};
+
 /// Value of [`MANAGED_BY_LABEL`] on what `berth plugin test` creates.
 pub const MANAGED_BY: &str = "berth-plugin-test";
 /// Label naming the run, so one run's leftovers can be found and removed.
 pub const RUN_LABEL: &str = "dev.berth.test-run";
 /// The capability name used to provoke a 404; no valid manifest can declare it.
 const NO_SUCH_CAPABILITY: &str = "berth-conformance-no-such-capability";
+/// A path outside the protocol, to provoke `404 not_found`.
+const NO_SUCH_PATH: &str = "/berth-conformance/no-such-path";
+/// A `Berth-Deadline-Ms` value that is not a number.
+const DEADLINE_GARBAGE: &str = "soon";
+/// A body that is not JSON.
+const MALFORMED_BODY: &[u8] = br#"{"unterminated": "#;
+/// `Berth-Deadline-Ms` as messages spell it.
+const DEADLINE: &str = "Berth-Deadline-Ms";
+/// The manifest `--exec` reads unless `--manifest` names another.
+const DEFAULT_MANIFEST: &str = "berth.yaml";
+/// The `Berth-Caller` every request carries.
+const CALLER: &str = "user:berth-plugin-test";
+/// Lines of the plugin's output shown when a check fails.
+const OUTPUT_LINES: usize = 30;
 
 /// Pass/fail lines, printed as they happen.
 #[derive(Default)]
@@ -57,8 +83,31 @@ impl Report {
     }
 }
 
-/// Runs every check against `args.image` and cleans up after itself.
+/// `1 check`, `2 checks`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Runs every check against the image or the `--exec` command and cleans up after itself.
 pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
+    match (&args.exec, &args.image) {
+        (Some(command), _) => run_process(command, &args).await,
+        (None, Some(image)) => run_image(image, &args).await,
+        (None, None) => {
+            eprintln!("error: give an IMAGE or --exec CMD");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Where the plugin under test is reached, and the `BERTH_PORT` it was given.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    addr: SocketAddr,
+    port: u16,
+}
+
+async fn run_image(image_name: &str, args: &TestArgs) -> anyhow::Result<ExitCode> {
     let docker = match DockerClient::connect().await {
         Ok(d) => d,
         Err(e) => {
@@ -66,12 +115,11 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let image = match docker.inspect_image(&args.image).await {
+    let image = match docker.inspect_image(image_name).await {
         Ok(i) => i,
         Err(DockerError::NotFound { .. }) => {
             eprintln!(
-                "error: image {} is not on this Docker Engine; build it with `berth build DIR`",
-                args.image
+                "error: image {image_name} is not on this Docker Engine; build it with `berth build DIR`"
             );
             return Ok(ExitCode::from(2));
         }
@@ -81,27 +129,36 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut report = Report::default();
-    let Some(manifest_text) = image.labels.get(MANIFEST_LABEL) else {
-        report.fail(
-            "manifest label",
-            format!(
-                "{} has no {MANIFEST_LABEL} label; build it with `berth build`, or add ARG BERTH_MANIFEST and LABEL {MANIFEST_LABEL}=\"${{BERTH_MANIFEST}}\" to the Dockerfile",
-                args.image
-            ),
-        );
-        return Ok(finish(&args.image, &report));
+    let manifest_text = match image.labels.get(MANIFEST_LABEL) {
+        None => {
+            report.fail(
+                "manifest label",
+                format!(
+                    "{image_name} has no {MANIFEST_LABEL} label; build it with `berth build`, or add ARG BERTH_MANIFEST and LABEL {MANIFEST_LABEL}=\"${{BERTH_MANIFEST}}\" to the Dockerfile"
+                ),
+            );
+            return Ok(finish(image_name, &report));
+        }
+        Some(text) if text.trim().is_empty() => {
+            report.fail("manifest label", empty_label(image_name));
+            return Ok(finish(image_name, &report));
+        }
+        Some(text) => text,
     };
-    let plugin = match manifest_from_label(&args.image, manifest_text) {
+    let plugin = match manifest_from_label(image_name, manifest_text) {
         Ok(p) => p,
         Err(problems) => {
             report.fail("manifest label", problems.join("; "));
-            return Ok(finish(&args.image, &report));
+            return Ok(finish(image_name, &report));
         }
     };
     report.pass(
         "manifest label",
         format!("Plugin/{} {}", plugin.name(), plugin.spec.version),
     );
+    if let Some(note) = image_note(image_name, &plugin.spec.image) {
+        println!("{note}");
+    }
 
     let run_id = format!(
         "{:x}{:x}",
@@ -111,7 +168,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             .map(|d| d.subsec_nanos())
             .unwrap_or_default()
     );
-    let labels = HashMap::from([
+    let labels = std::collections::HashMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         (RUN_LABEL.to_owned(), run_id.clone()),
     ]);
@@ -125,23 +182,36 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         let config = plugin_container(
             &plugin,
             &ContainerOptions {
-                image: args.image.clone(),
+                image: image_name.to_owned(),
                 network: network.clone(),
                 // Run alone: the protocol's variables, no gateway and no secrets.
                 env: container_env(&plugin, None, None).unwrap_or_default(),
                 labels: labels.clone(),
-                filesystem: HashMap::new(),
+                filesystem: std::collections::HashMap::new(),
                 scratch_filesystem: true,
             },
         )?;
         let id = docker.run_container(&container, config).await?;
         let address = docker.container_address(&id, &network).await?;
-        check_container(&docker, &id, address, &plugin, &args, &mut report).await;
+        let mut subject = Subject::Container {
+            docker: &docker,
+            id,
+        };
+        match address {
+            Some(address) => {
+                let target = Target {
+                    addr: SocketAddr::new(address, plugin.spec.port),
+                    port: plugin.spec.port,
+                };
+                check_all(&mut subject, target, &plugin, args, &mut report).await;
+            }
+            None => report.fail("health", "the container got no address on the test network"),
+        }
         Ok::<_, DockerError>(())
     };
     let outcome = tokio::select! {
         outcome = checks => Some(outcome),
-        _ = tokio::signal::ctrl_c() => None,
+        _ = interrupted() => None,
     };
     // Whatever happened above, leave nothing behind.
     if let Err(e) = docker.remove_labelled(RUN_LABEL, &run_id).await {
@@ -155,17 +225,121 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(130))
         }
         Some(Err(e)) => {
-            eprintln!("error: could not run {}: {e}", args.image);
+            eprintln!("error: could not run {image_name}: {e}");
             Ok(ExitCode::from(2))
         }
-        Some(Ok(())) => Ok(finish(&args.image, &report)),
+        Some(Ok(())) => Ok(finish(image_name, &report)),
     }
 }
 
-fn finish(image: &str, report: &Report) -> ExitCode {
+async fn run_process(command: &str, args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read the manifest {} ({e}); name the plugin's berth.yaml with --manifest FILE",
+                path.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let label = format!("`{command}`");
+    println!("{}", exec_warning(command));
+    let mut report = Report::default();
+    let plugin = match load_single_plugin(&path.display().to_string(), text.as_bytes()) {
+        Ok(plugin) => plugin,
+        Err(problems) => {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            report.fail("manifest", problems.join("; "));
+            return Ok(finish(&label, &report));
+        }
+    };
+    report.pass(
+        "manifest",
+        format!(
+            "{}: Plugin/{} {}",
+            path.display(),
+            plugin.name(),
+            plugin.spec.version
+        ),
+    );
+    let port = match std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+    {
+        Ok(addr) => addr.port(),
+        Err(e) => {
+            eprintln!("error: cannot find a free local port: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let env = process_env(&plugin, port);
+    let process = match PluginProcess::spawn(command, &env) {
+        Ok(process) => process,
+        Err(e) => {
+            eprintln!("error: cannot start sh -c {command:?}: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let target = Target {
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        port,
+    };
+    let mut subject = Subject::Process(process);
+    let finished = tokio::select! {
+        () = check_all(&mut subject, target, &plugin, args, &mut report) => true,
+        () = interrupted() => false,
+    };
+    // Ends every process of the group, whatever happened above.
+    drop(subject);
+    if !finished {
+        eprintln!("interrupted; the plugin's processes were ended");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(finish(&label, &report))
+}
+
+/// The first line of every `--exec` run: what it does not check.
+fn exec_warning(command: &str) -> String {
+    format!(
+        "note: --exec runs `{command}` as a local process without isolation: no memory, CPU or pids limits, no read-only filesystem, the host's network and your user; `berth plugin test IMAGE` checks the plugin as it deploys"
+    )
+}
+
+/// The container's environment for a local process: `BERTH_PORT` is a free local port.
+fn process_env(plugin: &Plugin, port: u16) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = container_env(plugin, None, None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, _)| name != "BERTH_PORT")
+        .collect();
+    env.push(("BERTH_PORT".into(), port.to_string()));
+    env
+}
+
+fn empty_label(image: &str) -> String {
+    format!(
+        "{image}: the {MANIFEST_LABEL} label is empty: the image was built without --build-arg BERTH_MANIFEST=\"$(cat berth.yaml)\"; build it with `berth build DIR`"
+    )
+}
+
+/// A note when the image under test is not the one the manifest deploys.
+fn image_note(tested: &str, spec_image: &str) -> Option<String> {
+    (tested != spec_image).then(|| {
+        format!(
+            "note: plugin test runs the image named here, {tested}; the manifest's spec.image is {spec_image}, and that is what deploys use"
+        )
+    })
+}
+
+fn finish(subject: &str, report: &Report) -> ExitCode {
     println!(
-        "{image}: {} checks passed, {} failed",
-        report.passed, report.failed
+        "{subject}: {} passed, {} failed",
+        count(report.passed, "check", "checks"),
+        report.failed
     );
     if report.failed == 0 {
         ExitCode::SUCCESS
@@ -180,109 +354,13 @@ fn manifest_from_label(image: &str, text: &str) -> Result<Plugin, Vec<String>> {
         .map_err(|problems| problems.iter().map(ToString::to_string).collect())
 }
 
-/// A client for the plugin under test, sending the gateway's headers.
-struct Probe {
-    http: reqwest::Client,
-    base: String,
-    deadline_ms: u64,
-    counter: std::cell::Cell<u32>,
-}
-
-/// A plugin's answer.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        let s = String::from_utf8_lossy(&self.body);
-        if s.chars().count() > 300 {
-            format!("{}…", s.chars().take(300).collect::<String>())
-        } else {
-            s.into_owned()
-        }
-    }
-
-    fn json(&self) -> Result<Value, String> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| format!("the body is not JSON ({e}): {}", self.text()))
-    }
-
-    /// Checks the body is `{"error":{"code","message"}}` and returns the code.
-    fn error_code(&self) -> Result<String, String> {
-        let body: ErrorBody = serde_json::from_slice(&self.body).map_err(|e| {
-            format!(
-                "the body is not {{\"error\":{{\"code\",\"message\"}}}} ({e}): {}",
-                self.text()
-            )
-        })?;
-        if body.error.code.is_empty() || body.error.message.is_empty() {
-            return Err(format!(
-                "error.code and error.message must not be empty: {}",
-                self.text()
-            ));
-        }
-        Ok(body.error.code)
-    }
-}
-
-impl Probe {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Answer, String> {
-        let n = self.counter.get() + 1;
-        self.counter.set(n);
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(HEADER_REQUEST_ID, format!("conformance-{n}"))
-            .header(HEADER_DEADLINE_MS, self.deadline_ms.to_string())
-            .header(HEADER_CALLER, "user:berth-plugin-test");
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("no answer to {path}: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the answer to {path}: {e}"))?;
-        Ok(Answer {
-            status,
-            body: body.to_vec(),
-        })
-    }
-
-    async fn get(&self, path: &str) -> Result<Answer, String> {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Answer, String> {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-}
-
-async fn check_container(
-    docker: &DockerClient,
-    id: &str,
-    address: Option<IpAddr>,
+async fn check_all(
+    subject: &mut Subject<'_>,
+    target: Target,
     plugin: &Plugin,
     args: &TestArgs,
     report: &mut Report,
 ) {
-    let Some(address) = address else {
-        report.fail("health", "the container got no address on the test network");
-        return;
-    };
     let timeout = plugin
         .spec
         .resources
@@ -300,22 +378,27 @@ async fn check_container(
             return;
         }
     };
-    let host = match address {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    };
     let probe = Probe {
         http,
-        base: format!("http://{host}:{}", plugin.spec.port),
-        deadline_ms: timeout.as_millis() as u64,
+        target,
+        timeout,
         counter: std::cell::Cell::new(0),
     };
 
-    let healthy = check_health(docker, id, &probe, args.health_timeout).await;
+    let healthy = check_health(subject, &probe, args.health_timeout).await;
     report.record("health", healthy.clone());
     if healthy.is_err() {
-        print_logs(docker, id).await;
+        print_output(subject).await;
         return;
+    }
+    if matches!(subject, Subject::Process(_)) {
+        match check_listen_address(&target).await {
+            Some(result) => report.record("listen address", result),
+            None => report.skip(
+                "listen address",
+                "127.0.0.2 is unreachable here, so a loopback-only listener cannot be told apart",
+            ),
+        }
     }
     report.record("describe", check_describe(&probe, plugin).await);
     for cap in &plugin.spec.capabilities {
@@ -341,32 +424,72 @@ async fn check_container(
         ),
         None => report.skip("malformed json", "the plugin has no capabilities"),
     }
+    // The first capability with an example: its input is one the plugin answers 200 to.
+    let example = plugin
+        .spec
+        .capabilities
+        .iter()
+        .find_map(|cap| cap.examples.first().map(|e| (cap.name.as_str(), &e.input)));
+    const NO_EXAMPLE: &str = "no capability has an example input to send";
+    match example {
+        Some((cap, input)) => {
+            report.record("deadline 0", check_deadline_zero(&probe, cap, input).await);
+            report.record(
+                "deadline garbage",
+                check_deadline_garbage(&probe, cap, input).await,
+            );
+        }
+        None => {
+            report.skip("deadline 0", NO_EXAMPLE);
+            report.skip("deadline garbage", NO_EXAMPLE);
+        }
+    }
+    let first_capability = plugin.spec.capabilities.first().map(|c| c.name.as_str());
+    report.record(
+        "error precedence",
+        check_error_precedence(&probe, first_capability).await,
+    );
     for hook in &plugin.spec.hooks {
         report.record(
             &format!("hook {}", hook.name),
             check_hook(&probe, &hook.name, hook.mode).await,
         );
     }
-    report.record("sigterm", check_sigterm(docker, id, args.grace).await);
+    report.record("keep-alive", check_keep_alive(&probe).await);
+    let sigterm_sent = Instant::now();
+    let terminated = match example {
+        Some((cap, input)) => {
+            let (result, terminated) = check_drain(subject, &probe, cap, input).await;
+            report.record("sigterm drain", result);
+            terminated
+        }
+        None => {
+            report.skip("sigterm drain", NO_EXAMPLE);
+            subject.terminate().await
+        }
+    };
+    let sigterm = match terminated {
+        Ok(()) => check_exit(subject, sigterm_sent, args.grace).await,
+        Err(e) => Err(e),
+    };
+    report.record("sigterm", sigterm);
     if report.failed > 0 {
-        print_logs(docker, id).await;
+        print_output(subject).await;
     }
 }
 
-async fn print_logs(docker: &DockerClient, id: &str) {
-    if let Ok(logs) = docker.logs(id, 30).await
-        && !logs.trim().is_empty()
-    {
+async fn print_output(subject: &Subject<'_>) {
+    let lines = subject.output().await;
+    if lines.iter().any(|l| !l.trim().is_empty()) {
         println!("---- last lines of the plugin's output ----");
-        for line in logs.lines() {
+        for line in lines {
             println!("  {line}");
         }
     }
 }
 
 async fn check_health(
-    docker: &DockerClient,
-    id: &str,
+    subject: &Subject<'_>,
     probe: &Probe,
     limit: Duration,
 ) -> Result<String, String> {
@@ -382,22 +505,13 @@ async fn check_health(
                     started.elapsed().as_secs_f64()
                 ));
             }
-            Ok(a) => last = format!("GET /healthz answered {}", a.status),
+            Ok(a) => last = format!("GET /healthz answered {}: {}", a.status, a.text()),
             Err(e) => last = e,
         }
         if polls.is_multiple_of(5)
-            && let Ok(status) = docker.container_status(id).await
-            && !status.running
+            && let Some(why) = subject.stopped().await
         {
-            return Err(format!(
-                "the container exited with status {}{} before it was healthy",
-                status.exit_code.unwrap_or(-1),
-                if status.oom_killed {
-                    " (killed: out of memory, raise spec.resources.memory)"
-                } else {
-                    ""
-                }
-            ));
+            return Err(format!("{why} before it was healthy"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -405,6 +519,27 @@ async fn check_health(
         "not healthy within {:.0}s: {last}",
         limit.as_secs_f64()
     ))
+}
+
+/// Whether a plugin run as a local process also answers on an address other than 127.0.0.1,
+/// as it must in a container; `None` when this host cannot tell.
+async fn check_listen_address(target: &Target) -> Option<Result<String, String>> {
+    let other = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), target.port);
+    let connect = tokio::net::TcpStream::connect(other);
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(_)) => Some(Ok(format!(
+            "answers on {other} too: it listens on every address, as in a container"
+        ))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(Err(format!(
+            "it answers at {} but connection refused at {other}: it listens on the loopback address only, which nothing outside its container reaches; {}",
+            target.addr,
+            connection_refused(target)
+                .split_once(": ")
+                .map(|(_, fix)| fix.to_owned())
+                .unwrap_or_default()
+        ))),
+        _ => None,
+    }
 }
 
 async fn check_describe(probe: &Probe, plugin: &Plugin) -> Result<String, String> {
@@ -425,11 +560,11 @@ async fn check_describe(probe: &Probe, plugin: &Plugin) -> Result<String, String
     let differences = describe_differences(&describe, plugin);
     if differences.is_empty() {
         Ok(format!(
-            "{} {}: {} capabilities, {} hooks as in the manifest",
+            "{} {}: {}, {} as in the manifest",
             describe.name,
             describe.version,
-            describe.capabilities.len(),
-            describe.hooks.len()
+            count(describe.capabilities.len(), "capability", "capabilities"),
+            count(describe.hooks.len(), "hook", "hooks")
         ))
     } else {
         Err(format!(
@@ -494,9 +629,12 @@ async fn check_example(
         }
     }
     if let Some(expected) = expected
-        && !json_equal(expected, &output)
+        && !compare::json_equal(expected, &output)
     {
-        return Err(format!("expected {expected}, got {output}"));
+        return Err(format!(
+            "the output differs from the example: {} (expected {expected}, got {output})",
+            compare::describe_differences(expected, &output)
+        ));
     }
     Ok(format!(
         "200 in {:.0} ms, output fits the schema{}",
@@ -509,79 +647,172 @@ async fn check_example(
     ))
 }
 
-/// Equality of JSON values where numbers compare by value (`14` equals `14.0`).
-fn json_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => x == y,
-        },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_equal(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
 async fn check_unknown_capability(probe: &Probe) -> Result<String, String> {
     let answer = probe
         .post(&invoke_path(NO_SUCH_CAPABILITY), b"{}".to_vec())
         .await?;
-    if answer.status != 404 {
-        return Err(format!(
-            "answered {}, expected 404: {}",
-            answer.status,
-            answer.text()
-        ));
-    }
-    let code = answer.error_code()?;
-    if code != "unknown_capability" {
-        return Err(format!(
-            "error code is {code:?}, expected \"unknown_capability\""
-        ));
-    }
+    answer.expect_error(404, "unknown_capability")?;
     Ok("404 unknown_capability with an error body".into())
 }
 
 async fn check_malformed_json(probe: &Probe, capability: &str) -> Result<String, String> {
     let answer = probe
-        .post(&invoke_path(capability), br#"{"unterminated": "#.to_vec())
+        .post(&invoke_path(capability), MALFORMED_BODY.to_vec())
         .await?;
-    if answer.status != 400 {
-        return Err(format!(
-            "answered {}, expected 400: {}",
-            answer.status,
-            answer.text()
-        ));
-    }
-    let code = answer.error_code()?;
-    if code != "malformed_json" {
-        return Err(format!(
-            "error code is {code:?}, expected \"malformed_json\""
-        ));
-    }
+    answer.expect_error(400, "malformed_json")?;
     Ok("400 malformed_json with an error body".into())
 }
 
-/// A plausible event for the standard hooks, an empty one for the others.
-fn sample_event(hook: &str) -> Value {
-    match hook {
-        "before_command" | "after_command" | "command_error" => {
-            json!({"command": "echo hello", "args": ["hello"], "cwd": "/workspace"})
+async fn check_deadline_zero(probe: &Probe, cap: &str, input: &Value) -> Result<String, String> {
+    let answer = probe
+        .send(
+            reqwest::Method::POST,
+            &invoke_path(cap),
+            Some(input.to_string().into_bytes()),
+            Some("0"),
+        )
+        .await?;
+    answer
+        .expect_error(504, "deadline_exceeded")
+        .map_err(|e| format!("{DEADLINE}: 0 (already expired) {e}"))?;
+    Ok(format!(
+        "{DEADLINE}: 0 on {cap} answered 504 deadline_exceeded"
+    ))
+}
+
+async fn check_deadline_garbage(probe: &Probe, cap: &str, input: &Value) -> Result<String, String> {
+    let answer = probe
+        .send(
+            reqwest::Method::POST,
+            &invoke_path(cap),
+            Some(input.to_string().into_bytes()),
+            Some(DEADLINE_GARBAGE),
+        )
+        .await?;
+    answer
+        .expect_error(400, "bad_request")
+        .map_err(|e| format!("{DEADLINE}: {DEADLINE_GARBAGE} on {cap} {e}"))?;
+    // Health ignores the protocol headers: the same value is no error there.
+    let health = probe
+        .send(
+            reqwest::Method::GET,
+            PATH_HEALTHZ,
+            None,
+            Some(DEADLINE_GARBAGE),
+        )
+        .await?;
+    if health.status != 200 {
+        return Err(format!(
+            "GET /healthz with {DEADLINE}: {DEADLINE_GARBAGE} answered {}, expected 200 (health ignores protocol headers): {}",
+            health.status,
+            health.text()
+        ));
+    }
+    Ok(format!(
+        "{DEADLINE}: {DEADLINE_GARBAGE} answered 400 bad_request on {cap}, ignored by /healthz"
+    ))
+}
+
+/// One request of the error-precedence check and the answer the protocol requires.
+struct PrecedenceCase {
+    request: String,
+    method: reqwest::Method,
+    path: String,
+    body: Option<Vec<u8>>,
+    deadline: Option<&'static str>,
+    status: u16,
+    code: &'static str,
+}
+
+/// The requests of the error-precedence check; each sits where two rules of the order meet.
+fn precedence_cases(first_capability: Option<&str>) -> Vec<PrecedenceCase> {
+    let invoke_target = invoke_path(first_capability.unwrap_or(NO_SUCH_CAPABILITY));
+    let mut cases = vec![
+        PrecedenceCase {
+            request: format!("POST {NO_SUCH_PATH}"),
+            method: reqwest::Method::POST,
+            path: NO_SUCH_PATH.into(),
+            body: Some(MALFORMED_BODY.to_vec()),
+            deadline: Some(DEADLINE_GARBAGE),
+            status: 404,
+            code: "not_found",
+        },
+        PrecedenceCase {
+            request: format!("GET {invoke_target}"),
+            method: reqwest::Method::GET,
+            path: invoke_target,
+            body: None,
+            deadline: Some(DEADLINE_GARBAGE),
+            status: 405,
+            code: "method_not_allowed",
+        },
+        PrecedenceCase {
+            request: format!(
+                "POST {} with a malformed body",
+                invoke_path(NO_SUCH_CAPABILITY)
+            ),
+            method: reqwest::Method::POST,
+            path: invoke_path(NO_SUCH_CAPABILITY),
+            body: Some(MALFORMED_BODY.to_vec()),
+            deadline: Some(DEADLINE_GARBAGE),
+            status: 404,
+            code: "unknown_capability",
+        },
+    ];
+    if let Some(cap) = first_capability {
+        cases.push(PrecedenceCase {
+            request: format!(
+                "POST {} with {DEADLINE}: {DEADLINE_GARBAGE} and a malformed body",
+                invoke_path(cap)
+            ),
+            method: reqwest::Method::POST,
+            path: invoke_path(cap),
+            body: Some(MALFORMED_BODY.to_vec()),
+            deadline: Some(DEADLINE_GARBAGE),
+            status: 400,
+            code: "bad_request",
+        });
+    }
+    cases
+}
+
+async fn check_error_precedence(
+    probe: &Probe,
+    first_capability: Option<&str>,
+) -> Result<String, String> {
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for case in precedence_cases(first_capability) {
+        let answer = probe
+            .send(case.method.clone(), &case.path, case.body, case.deadline)
+            .await?;
+        let mut result = answer.expect_error(case.status, case.code);
+        if result.is_ok() && case.status == 405 {
+            let allow = answer.allow.as_deref().unwrap_or_default();
+            if !allow.to_ascii_uppercase().contains("POST") {
+                result = Err(format!(
+                    "405 must carry an Allow header naming POST, got {}",
+                    answer.allow.as_deref().unwrap_or("none")
+                ));
+            }
         }
-        "file_changed" | "file_created" | "file_deleted" => json!({"path": "README.md"}),
-        "before_ai_query" | "after_ai_response" => json!({"prompt": "Say hello"}),
-        _ => json!({}),
+        match result {
+            Ok(()) => passed.push(format!("{} {}", case.status, case.code)),
+            Err(e) => failed.push(format!("{}: {e}", case.request)),
+        }
+    }
+    if failed.is_empty() {
+        Ok(passed.join(", "))
+    } else {
+        Err(format!(
+            "{} (the first rule that applies wins: path, method, capability, deadline header, body)",
+            failed.join("; ")
+        ))
     }
 }
 
 async fn check_hook(probe: &Probe, hook: &str, mode: HookMode) -> Result<String, String> {
-    let body = json!({"event": sample_event(hook)})
+    let body = json!({"event": berth_api::hooks::sample_event(hook)})
         .to_string()
         .into_bytes();
     let answer = probe.post(&hook_path(hook), body).await?;
@@ -611,7 +842,16 @@ async fn check_hook(probe: &Probe, hook: &str, mode: HookMode) -> Result<String,
             match action {
                 HookAction::Continue => Ok("filter hook answered continue".into()),
                 HookAction::Modify { event } if event.is_object() => {
-                    Ok("filter hook answered modify".into())
+                    let mismatches = berth_api::hooks::event_mismatches(hook, &event);
+                    if mismatches.is_empty() {
+                        Ok("filter hook answered modify".into())
+                    } else {
+                        // SHOULD, not MUST: the gateway passes any object on.
+                        Ok(format!(
+                            "filter hook answered modify; the event should keep the hook's fields: {}",
+                            mismatches.join("; ")
+                        ))
+                    }
                 }
                 HookAction::Modify { event } => {
                     Err(format!("modify must carry an event object, got {event}"))
@@ -625,24 +865,173 @@ async fn check_hook(probe: &Probe, hook: &str, mode: HookMode) -> Result<String,
     }
 }
 
-async fn check_sigterm(docker: &DockerClient, id: &str, grace: Duration) -> Result<String, String> {
-    let started = Instant::now();
-    docker
-        .signal(id, "SIGTERM")
+fn connect_failure(e: &std::io::Error, target: &Target) -> String {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        connection_refused(target)
+    } else {
+        format!("cannot connect to {}: {e}", target.addr)
+    }
+}
+
+const KEEP_ALIVE_RULE: &str =
+    "plugins must keep HTTP/1.1 connections open (keep-alive): the gateway reuses them";
+
+/// Two requests on one TCP connection, both answered.
+async fn check_keep_alive(probe: &Probe) -> Result<String, String> {
+    let target = probe.target;
+    let mut connection = raw::Connection::open(target.addr)
         .await
-        .map_err(|e| format!("could not send SIGTERM: {e}"))?;
-    match tokio::time::timeout(grace, docker.wait_exit(id)).await {
+        .map_err(|e| connect_failure(&e, &target))?;
+    let limit = probe.timeout + Duration::from_secs(2);
+    for (i, path) in [PATH_HEALTHZ, PATH_DESCRIBE].into_iter().enumerate() {
+        let head = raw::request_head(
+            "GET",
+            path,
+            &probe.host(),
+            &[
+                (
+                    HEADER_REQUEST_ID,
+                    format!("conformance-keep-alive-{}", i + 1),
+                ),
+                (HEADER_CALLER, CALLER.into()),
+            ],
+            None,
+        );
+        let answer = match connection.send(head.as_bytes()).await {
+            Ok(()) => connection.read_response(limit).await,
+            Err(e) => Err(format!("sending failed ({e})")),
+        };
+        let answer = match (i, answer) {
+            (_, Ok(answer)) => answer,
+            (0, Err(e)) => return Err(format!("GET {path}: {e}")),
+            (_, Err(e)) => {
+                return Err(format!(
+                    "a second request (GET {path}) on the connection got no answer: {e}; {KEEP_ALIVE_RULE}"
+                ));
+            }
+        };
+        if answer.status != 200 {
+            return Err(format!(
+                "GET {path} on {} request of the connection answered {}: {}",
+                if i == 0 { "the first" } else { "the second" },
+                answer.status,
+                one_line(&answer.body)
+            ));
+        }
+        if i == 0 && answer.closes() {
+            return Err(format!(
+                "the answer to GET {path} closes the connection ({}{}); {KEEP_ALIVE_RULE}",
+                answer.version,
+                answer
+                    .header("connection")
+                    .map(|v| format!(", Connection: {v}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    Ok(format!(
+        "GET {PATH_HEALTHZ} and GET {PATH_DESCRIBE} answered 200 on one connection (local port {})",
+        connection.local_port()
+    ))
+}
+
+const DRAIN_RULE: &str = "on SIGTERM finish the requests in flight, including one whose body is still arriving, then exit 0";
+
+/// A request half sent when SIGTERM arrives must still be answered. Returns the check's
+/// result and whether SIGTERM was sent.
+async fn check_drain(
+    subject: &Subject<'_>,
+    probe: &Probe,
+    cap: &str,
+    input: &Value,
+) -> (Result<String, String>, Result<(), String>) {
+    let mut body = input.to_string().into_bytes();
+    if body.len() < 2 {
+        // JSON allows trailing white space; the body must split in two.
+        body.push(b' ');
+    }
+    let split = body.len() / 2;
+    let path = invoke_path(cap);
+    let head = raw::request_head(
+        "POST",
+        &path,
+        &probe.host(),
+        &[
+            ("Content-Type", "application/json".into()),
+            (HEADER_REQUEST_ID, "conformance-drain".into()),
+            (HEADER_DEADLINE_MS, probe.default_deadline()),
+            (HEADER_CALLER, CALLER.into()),
+        ],
+        Some(body.len()),
+    );
+    let target = probe.target;
+    let mut connection = match raw::Connection::open(target.addr).await {
+        Ok(c) => c,
+        Err(e) => return (Err(connect_failure(&e, &target)), subject.terminate().await),
+    };
+    let mut first = head.into_bytes();
+    first.extend_from_slice(&body[..split]);
+    if let Err(e) = connection.send(&first).await {
+        return (
+            Err(format!("sending the request failed: {e}")),
+            subject.terminate().await,
+        );
+    }
+    // Let the plugin read the head before the signal, so the request is in flight.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Err(e) = subject.terminate().await {
+        return (Err(e.clone()), Err(e));
+    }
+    // Let the plugin begin its shutdown before the rest of the body arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = match connection.send(&body[split..]).await {
+        Ok(()) => {
+            connection
+                .read_response(probe.timeout + Duration::from_secs(2))
+                .await
+        }
+        Err(e) => Err(format!("the rest of the body could not be sent ({e})")),
+    };
+    let result = match answer {
+        Err(e) => Err(format!(
+            "POST {path} half sent when SIGTERM arrived got no answer: {e}; {DRAIN_RULE}"
+        )),
+        Ok(answer) if answer.status != 200 => Err(format!(
+            "POST {path} half sent when SIGTERM arrived answered {}, expected 200: {}; {DRAIN_RULE}",
+            answer.status,
+            one_line(&answer.body)
+        )),
+        Ok(answer) => match serde_json::from_slice::<Value>(&answer.body) {
+            Ok(_) => Ok(format!(
+                "POST {path} half sent when SIGTERM arrived was answered 200 once its body completed"
+            )),
+            Err(e) => Err(format!(
+                "POST {path} half sent when SIGTERM arrived answered 200 without a JSON body ({e})"
+            )),
+        },
+    };
+    (result, Ok(()))
+}
+
+async fn check_exit(
+    subject: &mut Subject<'_>,
+    signalled: Instant,
+    grace: Duration,
+) -> Result<String, String> {
+    let hint = subject.sigterm_hint();
+    let left = grace.saturating_sub(signalled.elapsed());
+    match tokio::time::timeout(left, subject.wait_exit()).await {
         Err(_) => Err(format!(
-            "still running {:.0}s after SIGTERM; handle SIGTERM (as PID 1 the kernel ignores it otherwise)",
+            "still running {:.0}s after SIGTERM; {hint}",
             grace.as_secs_f64()
         )),
-        Ok(Err(e)) => Err(format!("could not wait for the container: {e}")),
-        Ok(Ok(0)) => Ok(format!(
-            "exited 0 after {:.2}s",
-            started.elapsed().as_secs_f64()
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Exit::Code(0))) => Ok(format!(
+            "exited with status 0, {:.2}s after SIGTERM",
+            signalled.elapsed().as_secs_f64()
         )),
-        Ok(Ok(code)) => Err(format!(
-            "exited with status {code} after SIGTERM; a drained shutdown exits 0"
+        Ok(Ok(exit)) => Err(format!(
+            "after SIGTERM the plugin {exit}; a drained shutdown exits 0; {hint}"
         )),
     }
 }
@@ -652,22 +1041,81 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_numbers_compare_by_value() {
-        assert!(json_equal(&json!({"result": 14}), &json!({"result": 14.0})));
-        assert!(!json_equal(
-            &json!({"result": 14}),
-            &json!({"result": 14.5})
-        ));
-        assert!(!json_equal(&json!([1, 2]), &json!([1])));
-        assert!(!json_equal(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
-    }
-
-    #[test]
     fn a_label_that_is_not_a_valid_manifest_is_reported_with_its_source() {
         let errors = manifest_from_label("img:1", "kind: Plugin\n").unwrap_err();
         assert!(
             errors[0].starts_with("img:1 label dev.berth.manifest"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn an_empty_label_names_the_forgotten_build_argument() {
+        assert_eq!(
+            empty_label("berth/x:1"),
+            "berth/x:1: the dev.berth.manifest label is empty: the image was built without --build-arg BERTH_MANIFEST=\"$(cat berth.yaml)\"; build it with `berth build DIR`"
+        );
+    }
+
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(count(1, "hook", "hooks"), "1 hook");
+        assert_eq!(count(0, "hook", "hooks"), "0 hooks");
+        assert_eq!(count(1, "capability", "capabilities"), "1 capability");
+        assert_eq!(count(2, "capability", "capabilities"), "2 capabilities");
+        assert_eq!(count(1, "check", "checks"), "1 check");
+    }
+
+    #[test]
+    fn a_note_says_which_image_runs_when_it_is_not_spec_image() {
+        assert_eq!(image_note("berth/hello:0.1.0", "berth/hello:0.1.0"), None);
+        let note = image_note("berth/hello:dev", "berth/hello:0.1.0").unwrap();
+        assert!(note.starts_with("note: "), "{note}");
+        assert!(note.contains("berth/hello:dev"), "{note}");
+        assert!(
+            note.contains("spec.image is berth/hello:0.1.0, and that is what deploys use"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn the_process_gets_the_containers_environment_with_a_local_port() {
+        let plugin = load_single_plugin(
+            "m.yaml",
+            b"apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {name: p}\nspec:\n  image: p:1\n  version: 1.0.0\n  port: 9000\n  capabilities: [{name: c}]\n",
+        )
+        .unwrap();
+        let env = process_env(&plugin, 4321);
+        let ports: Vec<_> = env.iter().filter(|(k, _)| k == "BERTH_PORT").collect();
+        assert_eq!(ports, [&("BERTH_PORT".to_owned(), "4321".to_owned())]);
+        assert!(
+            env.iter()
+                .any(|(k, v)| k == "BERTH_PLUGIN_NAME" && v == "p")
+        );
+    }
+
+    #[test]
+    fn precedence_sends_each_rule_against_the_next() {
+        let cases = precedence_cases(Some("greet"));
+        let summary: Vec<_> = cases
+            .iter()
+            .map(|c| (c.method.as_str(), c.path.as_str(), c.status, c.code))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("POST", NO_SUCH_PATH, 404, "not_found"),
+                ("GET", "/v1/invoke/greet", 405, "method_not_allowed"),
+                (
+                    "POST",
+                    "/v1/invoke/berth-conformance-no-such-capability",
+                    404,
+                    "unknown_capability"
+                ),
+                ("POST", "/v1/invoke/greet", 400, "bad_request"),
+            ]
+        );
+        assert!(cases.iter().all(|c| c.deadline == Some(DEADLINE_GARBAGE)));
+        assert_eq!(precedence_cases(None).len(), 3);
     }
 }

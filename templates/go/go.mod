@@ -1,0 +1,3 @@
+module berth-template
+
+go 1.19
