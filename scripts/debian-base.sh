@@ -8,7 +8,8 @@
 # new one. A file lock keeps concurrent callers (test binaries, .ci/run) from building it
 # twice. Needs root (debootstrap) and Debian's mirror.
 #
-# Exit codes: 0 the tag is printed, 1 the build failed, 3 debootstrap is not installed.
+# Exit codes: 0 the tag is printed, 1 the build failed, 3 it cannot be built here
+# (debootstrap is not installed, or not root).
 set -euo pipefail
 
 SUITE=bookworm
@@ -30,7 +31,7 @@ if ! command -v debootstrap >/dev/null 2>&1; then
 fi
 if [ "$(id -u)" != 0 ]; then
   echo "debian-base.sh: debootstrap needs root; run as root to build $tag" >&2
-  exit 1
+  exit 3
 fi
 
 exec 9>"${TMPDIR:-/tmp}/berth-debian-langs.lock"
