@@ -628,26 +628,12 @@ fn context_digest(
     binary: &[u8],
     build_args: &[(String, String)],
 ) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
+    let mut digest = folder::PartsDigest::new();
     for part in [dockerfile.as_bytes(), manifest.as_bytes(), binary] {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part);
+        digest.part(part);
     }
-    let mut sorted: Vec<&(String, String)> = build_args.iter().collect();
-    sorted.sort();
-    for (key, value) in sorted {
-        for part in [key.as_bytes(), value.as_bytes()] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part);
-        }
-    }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    digest.build_args(build_args);
+    digest.finish()
 }
 
 #[cfg(test)]

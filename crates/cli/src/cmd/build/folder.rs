@@ -91,6 +91,41 @@ fn walk(
     Ok(())
 }
 
+/// SHA-256 over length-prefixed parts, so no two sequences of parts hash alike; build
+/// arguments are added sorted. Both build digests (Rust and Dockerfile folders) use it.
+pub struct PartsDigest(Sha256);
+
+impl PartsDigest {
+    pub fn new() -> Self {
+        Self(Sha256::new())
+    }
+
+    pub fn part(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    pub fn build_args(&mut self, build_args: &[(String, String)]) {
+        let mut sorted: Vec<&(String, String)> = build_args.iter().collect();
+        sorted.sort();
+        for (key, value) in sorted {
+            self.part(key.as_bytes());
+            self.part(value.as_bytes());
+        }
+    }
+
+    /// `sha256:<hex>`.
+    pub fn finish(self) -> String {
+        let hex: String = self
+            .0
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("sha256:{hex}")
+    }
+}
+
 /// `sha256:<hex>` over every context file (path, mode, bytes), the manifest and the build
 /// arguments: equal digests build equal images, so the build can be skipped.
 pub fn folder_digest(
@@ -98,30 +133,16 @@ pub fn folder_digest(
     manifest: &str,
     build_args: &[(String, String)],
 ) -> String {
-    let mut hasher = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    part(b"folder");
+    let mut digest = PartsDigest::new();
+    digest.part(b"folder");
     for f in files {
-        part(f.path.as_bytes());
-        part(&f.mode.to_le_bytes());
-        part(&f.contents);
+        digest.part(f.path.as_bytes());
+        digest.part(&f.mode.to_le_bytes());
+        digest.part(&f.contents);
     }
-    part(manifest.as_bytes());
-    let mut args: Vec<&(String, String)> = build_args.iter().collect();
-    args.sort();
-    for (key, value) in args {
-        part(key.as_bytes());
-        part(value.as_bytes());
-    }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    digest.part(manifest.as_bytes());
+    digest.build_args(build_args);
+    digest.finish()
 }
 
 #[cfg(test)]
