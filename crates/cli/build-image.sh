@@ -22,7 +22,15 @@ case $rustflags in
   *crt-static*) ;;
   *) rustflags="$rustflags -C target-feature=+crt-static" ;;
 esac
-env -u CARGO_ENCODED_RUSTFLAGS RUSTFLAGS="${rustflags# }" \
+# What `cargo run`/`cargo test` set for the programs they start (CARGO_MANIFEST_DIR,
+# CARGO_PKG_*, ...) is not passed on: build scripts that watch them (ring's) would run again
+# and recompile what `berth build` and `cargo berth` compiled.
+unset_vars=(-u CARGO_ENCODED_RUSTFLAGS -u CARGO_MANIFEST_DIR -u CARGO_MANIFEST_PATH -u CARGO_CRATE_NAME
+  -u CARGO_BIN_NAME -u CARGO_PRIMARY_PACKAGE -u CARGO_TARGET_TMPDIR)
+for name in $(compgen -e); do
+  case $name in CARGO_PKG_*) unset_vars+=(-u "$name") ;; esac
+done
+env "${unset_vars[@]}" RUSTFLAGS="${rustflags# }" \
   "$cargo" build --release --target "$target" -p berth \
   --manifest-path "$root/Cargo.toml" >&2
 

@@ -12,6 +12,7 @@ pub mod crd;
 pub mod deps;
 pub mod grant;
 pub mod hooks;
+pub mod image_ref;
 pub mod load;
 pub mod permissions;
 pub mod plugin;
@@ -34,7 +35,7 @@ pub use permissions::{
 pub use plugin::{
     Capability, CapabilityExample, Condition, ConditionStatus, Dependency, FailurePolicy, HookMode,
     HookSubscription, Performance, Phase, Plugin, PluginCredential, PluginSpec, PluginStatus,
-    Resources, Revision, RevisionOutcome,
+    Resources, Revision, RevisionOutcome, Standby,
 };
 pub use problem::{Problem, Severity};
 pub use quantity::{DurationString, Quantity};

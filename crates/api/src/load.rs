@@ -308,6 +308,69 @@ spec:
     }
 
     #[test]
+    fn standby_is_off_by_default_and_idle_after_must_be_a_duration_of_a_second_or_more() {
+        let with = |standby: &str| {
+            let text = CALC.replace(
+                "  resources:",
+                &format!("  standby: {standby}\n  resources:"),
+            );
+            load_manifests("calc.yaml", text.as_bytes())
+        };
+        let plain = load_manifests("calc.yaml", CALC.as_bytes());
+        let Manifest::Plugin(p) = &plain.documents[0].manifest else {
+            panic!("not a plugin")
+        };
+        assert_eq!(p.spec.standby, None);
+
+        let loaded = with("{idleAfter: 5m}");
+        assert_eq!(loaded.problems, vec![]);
+        let Manifest::Plugin(p) = &loaded.documents[0].manifest else {
+            panic!("not a plugin")
+        };
+        let standby = p.spec.standby.as_ref().expect("standby is set");
+        assert_eq!(
+            standby.idle_after(),
+            Ok(std::time::Duration::from_secs(300))
+        );
+
+        for (value, says, hint) in [
+            ("{idleAfter: \"5\"}", "it has no unit", "try \"5s\""),
+            (
+                "{idleAfter: 0s}",
+                "shorter than the minimum of 1s",
+                "at least \"1s\"",
+            ),
+            (
+                "{idleAfter: 250ms}",
+                "shorter than the minimum of 1s",
+                "at least \"1s\"",
+            ),
+            ("{idleAfter: soon}", "is not a duration", "such as \"5s\""),
+        ] {
+            let loaded = with(value);
+            assert_eq!(loaded.problems.len(), 1, "{value}: {:?}", loaded.problems);
+            let text = loaded.problems[0].to_string();
+            assert_eq!(loaded.problems[0].path, "spec.standby.idleAfter", "{value}");
+            assert!(
+                text.starts_with("calc.yaml: spec.standby.idleAfter: "),
+                "{text}"
+            );
+            assert!(
+                text.contains(says) && text.contains(hint),
+                "{value}: {text}"
+            );
+        }
+
+        let loaded = with("{idleAfter: 5m, after: 1s}");
+        assert_eq!(loaded.problems.len(), 1);
+        assert!(
+            loaded.problems[0].path.starts_with("spec.standby"),
+            "{:?}",
+            loaded.problems
+        );
+    }
+
+    #[test]
     fn a_wrong_type_names_its_field() {
         let bad = CALC.replace("version: 0.1.0", "version: [1]");
         let loaded = load_manifests("calc.yaml", bad.as_bytes());

@@ -81,6 +81,10 @@ pub struct PluginSpec {
     /// Plugins that must be Ready first, with a semver range each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
+    /// Warm standby: pause the plugin (its memory kept) once idle, wake it on the next call.
+    /// Off when absent; only `berth dev up` acts on it so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<Standby>,
 }
 
 fn default_true() -> bool {
@@ -264,6 +268,35 @@ fn default_timeout() -> DurationString {
 }
 fn default_max_concurrency() -> u32 {
     DEFAULT_MAX_CONCURRENCY
+}
+
+/// Warm standby of a plugin: frozen after `idleAfter` without calls, thawed by the next one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Standby {
+    /// How long without calls before the plugin is paused (`5m`); at least `1s`.
+    pub idle_after: DurationString,
+}
+
+/// Shortest `spec.standby.idleAfter`: pausing sooner costs more wakes than it saves memory.
+pub const MIN_STANDBY_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Standby {
+    /// The parsed `idleAfter`, with the rule it breaks when it is not a duration of at
+    /// least [`MIN_STANDBY_IDLE`].
+    pub fn idle_after(&self) -> Result<std::time::Duration, crate::quantity::ParseError> {
+        let idle = self.idle_after.duration()?;
+        if idle < MIN_STANDBY_IDLE {
+            return Err(crate::quantity::ParseError {
+                message: format!(
+                    "{:?} is shorter than the minimum of 1s: a plugin paused sooner spends more time waking than sleeping",
+                    self.idle_after.0
+                ),
+                hint: "write a duration of at least \"1s\", such as \"5m\"".into(),
+            });
+        }
+        Ok(idle)
+    }
 }
 
 /// Another plugin that must be Ready first.

@@ -3,7 +3,6 @@
 //! Every check runs; all problems are returned together, each with its field path and a hint.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde_json::Value;
@@ -67,7 +66,7 @@ pub fn validate_plugin(plugin: &Plugin) -> Vec<Problem> {
 }
 
 fn validate_spec(own_name: &str, spec: &PluginSpec, problems: &mut Vec<Problem>) {
-    if let Err(e) = oci_spec::distribution::Reference::from_str(&spec.image) {
+    if let Err(e) = crate::image_ref::check_reference(&spec.image) {
         problems.push(
             Problem::error("spec.image", format!("{:?} is not an image reference: {e}", spec.image))
                 .hint("use registry/name:tag or registry/name@sha256:<digest>, e.g. \"berth/calculator:0.1.0\""),
@@ -208,6 +207,13 @@ fn validate_spec(own_name: &str, spec: &PluginSpec, problems: &mut Vec<Problem>)
         problems,
     );
     resolve_resources(&spec.resources, problems);
+    if let Some(Err(e)) = spec
+        .standby
+        .as_ref()
+        .map(crate::plugin::Standby::idle_after)
+    {
+        problems.push(Problem::error("spec.standby.idleAfter", e.message).hint(e.hint));
+    }
     let mut seen = BTreeSet::new();
     for (i, dep) in spec.depends_on.iter().enumerate() {
         let path = format!("spec.dependsOn[{i}]");
@@ -768,6 +774,7 @@ pub(crate) mod tests {
                 resources: Resources::default(),
                 replicas: 1,
                 depends_on: vec![],
+                standby: None,
             },
         );
         p.metadata.namespace = Some("default".into());

@@ -94,16 +94,52 @@ fn dev_up_runs_the_examples_and_lifecycle_commands_round_trip() {
     let greeting = dev.ok(&["invoke", "hello", "greet", r#"{"name":"again"}"#]);
     assert!(greeting.contains("Hello, again!"), "{greeting}");
     assert_eq!(dev.phase("hello"), "Ready", "{}", dev.log_text());
-    // Uninstalled for good: its containers and its network go.
+    // Uninstalled for good: its containers and its network (from the pool, or its own) go.
+    let network = dev.network_of("hello");
     dev.ok(&["uninstall", "hello"]);
     let since = Instant::now();
-    while dev.leftovers().iter().any(|n| n.contains("-hello")) {
+    while dev
+        .leftovers()
+        .iter()
+        .any(|n| n.contains("-hello") || *n == network)
+    {
         assert!(
             since.elapsed() < Duration::from_secs(30),
             "{:?}",
             dev.leftovers()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // Installed after the start, it takes a network from the pool (created ahead, the
+    // gateway joined), never the one it had; the pool is filled again.
+    let pool = |dev: &Dev| -> Vec<String> {
+        let mut p: Vec<String> = dev
+            .leftovers()
+            .into_iter()
+            .filter(|n| n.contains("_pool-"))
+            .collect();
+        p.sort();
+        p
+    };
+    let before = pool(&dev);
+    let out = dev.ok(&["install", "examples/hello.yaml"]);
+    assert!(out.contains("Ready"), "{out}");
+    let given = dev.network_of("hello");
+    assert!(
+        before.contains(&given),
+        "{given} not from the pool {before:?}"
+    );
+    assert_ne!(given, network);
+    let greeting = dev.ok(&["invoke", "hello", "greet", r#"{"name":"pool"}"#]);
+    assert!(greeting.contains("Hello, pool!"), "{greeting}");
+    let since = Instant::now();
+    while pool(&dev).iter().filter(|n| **n != given).count() < 2 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            pool(&dev)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     // Every state change above is in the audit log, and the chain is intact.
@@ -898,4 +934,77 @@ fn dev_down_then_up_brings_back_the_same_revision_and_commands_wait_for_the_fres
         let _ = up.wait();
         assert!(dev.leftovers().is_empty(), "{:?}", dev.leftovers());
     }
+}
+
+#[test]
+fn on_linux_the_cli_reaches_the_gateway_at_its_own_address_and_127_0_0_1_still_works() {
+    if !docker_or_skip("on_linux_the_cli_reaches_the_gateway_at_its_own_address") {
+        return;
+    }
+    images();
+    let mut dev = Dev::new();
+    dev.up(&["examples/calculator.yaml"]);
+    let store = berth_store::Store::open(dev.dir().join("berth.db")).unwrap();
+    let setting = |key: &str| store.setting(key).unwrap();
+    let published = setting(berth_docker::supervisor::GATEWAY_URL_SETTING).unwrap();
+    let direct = setting(berth_docker::supervisor::GATEWAY_DIRECT_URL_SETTING)
+        .expect("a Linux host with a local engine reaches container addresses");
+    // The recorded address is the gateway container's own one on its edge network.
+    let gateway = dev.gateway_container();
+    let ip = support::dev::docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        &gateway,
+    ]);
+    let host = direct
+        .strip_prefix("http://")
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(h, _)| h.to_owned())
+        .unwrap();
+    assert!(ip.split_whitespace().any(|a| a == host), "{direct} vs {ip}");
+    assert!(!host.starts_with("127."), "{direct}");
+    let listed = dev.ok(&["list"]);
+    assert!(
+        listed.contains(&direct) && listed.contains(&published),
+        "{listed}"
+    );
+
+    let invoke = |dev: &Dev| {
+        let out = dev.berth(&[
+            "invoke",
+            "calculator",
+            "evaluate",
+            r#"{"expression":"2+3"}"#,
+        ]);
+        (out.status.success(), support::describe_output(&out))
+    };
+    // With the published port out of the picture the CLI still gets its answer: it went
+    // to the container address.
+    store
+        .set_setting(
+            berth_docker::supervisor::GATEWAY_URL_SETTING,
+            "http://127.0.0.1:1",
+        )
+        .unwrap();
+    let (ok, out) = invoke(&dev);
+    assert!(ok, "through {direct}: {out}");
+    // With the container address unusable, 127.0.0.1 serves.
+    store
+        .set_setting(berth_docker::supervisor::GATEWAY_URL_SETTING, &published)
+        .unwrap();
+    store
+        .set_setting(
+            berth_docker::supervisor::GATEWAY_DIRECT_URL_SETTING,
+            "http://127.0.0.1:1",
+        )
+        .unwrap();
+    let (ok, out) = invoke(&dev);
+    assert!(ok, "through {published}: {out}");
+    store
+        .set_setting(
+            berth_docker::supervisor::GATEWAY_DIRECT_URL_SETTING,
+            &direct,
+        )
+        .unwrap();
 }

@@ -157,8 +157,14 @@ impl DockerClient {
     }
 
     /// Removes what an uninstalled plugin left behind: its containers (forcibly) and its
-    /// network. Its volumes stay (they hold the plugin's data until `berth dev down`).
-    pub async fn remove_plugin_leftovers(&self, instance: &Instance, plugin: &str) -> Result<()> {
+    /// network (`network`: its own, or the pool network it was given). Its volumes stay
+    /// (they hold the plugin's data until `berth dev down`).
+    pub async fn remove_plugin_leftovers(
+        &self,
+        instance: &Instance,
+        plugin: &str,
+        network: &str,
+    ) -> Result<()> {
         for c in self
             .list_managed(instance)
             .await?
@@ -167,9 +173,23 @@ impl DockerClient {
         {
             self.remove_container_if_present(&c.id).await?;
         }
-        self.remove_network_detaching(&instance.plugin_network(plugin))
-            .await
-            .map(|_| ())
+        self.remove_network_detaching(network).await.map(|_| ())
+    }
+
+    /// The networks of `instance` made for the pool of plugin networks (label
+    /// `berth.dev/pool`), given to a plugin or not.
+    pub async fn pool_networks(&self, instance: &Instance) -> Result<Vec<String>> {
+        Ok(self
+            .instance_networks(instance)
+            .await?
+            .into_iter()
+            .filter(|n| {
+                n.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(crate::supervisor::POOL_LABEL))
+            })
+            .filter_map(|n| n.name)
+            .collect())
     }
 
     /// The plugins that have a network of `instance`.

@@ -287,7 +287,7 @@ pub(crate) fn require_admin(
 }
 
 /// The caller, if it holds `admin`: 401 and 403 exactly as on the other endpoints.
-fn admin(gateway: &Gateway, headers: &HeaderMap, path: &str) -> Result<Arc<Principal>> {
+pub(crate) fn admin(gateway: &Gateway, headers: &HeaderMap, path: &str) -> Result<Arc<Principal>> {
     let snapshot = gateway.snapshot();
     let principal = gateway.authenticate(headers, &snapshot, path)?;
     if principal.is_admin() {
@@ -305,7 +305,7 @@ fn admin(gateway: &Gateway, headers: &HeaderMap, path: &str) -> Result<Arc<Princ
 }
 
 /// An admin request's body, within the admin size limit and the body read timeout.
-async fn read_admin_body(
+pub(crate) async fn read_admin_body(
     gateway: &Gateway,
     headers: &HeaderMap,
     body: Body,
@@ -324,7 +324,7 @@ fn admin_limit(gateway: &Gateway) -> usize {
 }
 
 /// Decodes JSON, naming the field that does not fit (`plugins[2].phase: unknown variant…`).
-fn decode<T: DeserializeOwned>(body: &[u8], code: &'static str) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8], code: &'static str) -> Result<T> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::{Error, Result};
 
@@ -79,16 +79,38 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// Set when the caller is a plugin: its name.
     pub plugin: Option<String>,
+    /// `name` as the `Berth-Caller` header value, made once.
+    caller: HeaderValue,
+}
+
+/// `name` as a header value (`unknown` when it cannot be one).
+fn caller_header(name: &str) -> HeaderValue {
+    HeaderValue::try_from(name).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 impl Principal {
+    /// A principal named `name` with `scopes`, acting as `plugin` when set.
+    pub fn new(name: String, scopes: Vec<Scope>, plugin: Option<String>) -> Self {
+        Self {
+            caller: caller_header(&name),
+            name,
+            scopes,
+            plugin,
+        }
+    }
+
     /// A principal acting as plugin `name`.
     pub fn for_plugin(name: &str) -> Self {
-        Self {
-            name: format!("plugin:{name}"),
-            scopes: vec![Scope::Plugin(name.to_owned())],
-            plugin: Some(name.to_owned()),
-        }
+        Self::new(
+            format!("plugin:{name}"),
+            vec![Scope::Plugin(name.to_owned())],
+            Some(name.to_owned()),
+        )
+    }
+
+    /// The `Berth-Caller` header value plugins receive.
+    pub fn caller(&self) -> &HeaderValue {
+        &self.caller
     }
 
     /// True for `admin`.
@@ -165,16 +187,12 @@ impl TokenStore {
                 return Err(bad("a token can be the identity of one plugin only".into()));
             }
             let principal = match plugins.first() {
-                Some(plugin) => Principal {
-                    name: format!("plugin:{plugin}"),
-                    plugin: Some((*plugin).clone()),
-                    scopes: scopes.clone(),
-                },
-                None => Principal {
-                    name: name.to_owned(),
-                    scopes,
-                    plugin: None,
-                },
+                Some(plugin) => Principal::new(
+                    format!("plugin:{plugin}"),
+                    scopes.clone(),
+                    Some((*plugin).clone()),
+                ),
+                None => Principal::new(name.to_owned(), scopes, None),
             };
             if self.by_digest.insert(digest, Arc::new(principal)).is_some() {
                 return Err(bad("the same token appears twice".into()));
@@ -194,11 +212,7 @@ impl TokenStore {
             .map_or_else(|| name.to_owned(), |p| format!("plugin:{p}"));
         self.by_digest.insert(
             digest(token),
-            Arc::new(Principal {
-                name,
-                scopes,
-                plugin,
-            }),
+            Arc::new(Principal::new(name, scopes, plugin)),
         );
     }
 

@@ -59,7 +59,10 @@ pub(crate) struct Inner {
     pub tokens: TokenStore,
     pub metrics: Metrics,
     pub auditor: Auditor,
+    /// The admin probe's client.
     pub client: HttpClient,
+    /// Keep-alive connections to plugins, for invocations and hook deliveries.
+    pub upstream: upstream::Upstream,
     pub egress: crate::config::EgressConfig,
     runtimes: RwLock<HashMap<String, Arc<PluginRuntime>>>,
     request_ids: AtomicU64,
@@ -67,6 +70,7 @@ pub(crate) struct Inner {
     summarizer: Mutex<Summarizer>,
     pub usage: crate::usage::UsageBook,
     pub tiers: crate::tiers::LiveTiers,
+    pub standby: crate::standby::Standby,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -103,6 +107,10 @@ pub(crate) struct PluginRuntime {
     /// `berth_inflight_invocations{plugin}`, resolved once.
     pub inflight: prometheus::IntGauge,
     capability_metrics: HashMap<String, CapabilityMetrics>,
+    /// `/v1/invoke/CAPABILITY` of each capability, parsed once.
+    invoke_paths: HashMap<String, http::uri::PathAndQuery>,
+    /// Call counts for warm standby (only with `spec.standby`).
+    pub standby: crate::standby::Activity,
 }
 
 /// The series a successful call touches, resolved once per revision (not per request).
@@ -137,6 +145,16 @@ impl PluginRuntime {
                 (c.name.clone(), m)
             })
             .collect();
+        let invoke_paths = entry
+            .plugin
+            .spec
+            .capabilities
+            .iter()
+            .map(|c| {
+                let path = upstream::path(&berth_contract::protocol::invoke_path(&c.name));
+                (c.name.clone(), path)
+            })
+            .collect();
         let resources = entry.plugin.spec.resources.resolve();
         let (timeout, max_concurrency) = match &resources {
             Ok(r) => (r.timeout, r.max_concurrency.max(1)),
@@ -168,6 +186,16 @@ impl PluginRuntime {
             next_endpoint: AtomicUsize::new(0),
             inflight: metrics.inflight.with_label_values(&[name]),
             capability_metrics,
+            invoke_paths,
+            standby: crate::standby::Activity::new(entry),
+        }
+    }
+
+    /// The plugin-side path that invokes `capability`.
+    pub fn invoke_path(&self, capability: &str) -> http::uri::PathAndQuery {
+        match self.invoke_paths.get(capability) {
+            Some(path) => path.clone(),
+            None => upstream::path(&berth_contract::protocol::invoke_path(capability)),
         }
     }
 
@@ -273,9 +301,11 @@ impl Gateway {
         let inner = Arc::new(Inner {
             limits,
             client: upstream::client(config.connect_timeout, config.pool_idle_per_host),
+            upstream: upstream::Upstream::new(config.connect_timeout, config.pool_idle_per_host),
             summarizer: Mutex::new(Summarizer::new(metrics.clone(), auditor.clone())),
             usage: crate::usage::UsageBook::new(),
             tiers: crate::tiers::LiveTiers::new(config.tier_settings()),
+            standby: crate::standby::Standby::default(),
             egress: config.egress.clone(),
             directory,
             pushed,
@@ -615,6 +645,7 @@ async fn summarize_every(inner: Weak<Inner>, interval: Duration) {
         let Some(inner) = inner.upgrade() else { return };
         let gateway = Gateway { inner };
         gateway.summarize_now();
+        gateway.inner.upstream.sweep();
         gateway.flush_usage().await;
     }
 }

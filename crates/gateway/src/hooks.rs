@@ -246,8 +246,7 @@ async fn run(
         .into_iter()
         .partition(|s| s.mode == HookMode::Filter);
 
-    let caller = HeaderValue::try_from(principal.name.as_str())
-        .unwrap_or(HeaderValue::from_static("unknown"));
+    let caller = principal.caller().clone();
     let ctx = Context {
         gateway,
         hook,
@@ -428,16 +427,18 @@ impl Context<'_> {
         };
         let budget = runtime.timeout.min(self.gateway.inner.limits.hook_timeout);
         let deadline = (started + budget).min(self.overall_deadline);
+        let _standby = crate::standby::call_starts(self.gateway, entry.name(), &runtime.standby);
         let endpoint = runtime.pick(&entry.endpoints);
         let call = Call {
-            uri: endpoint.uri(&format!("/v1/hooks/{}", self.hook)),
+            authority: endpoint.authority(),
+            path: upstream::path(&format!("/v1/hooks/{}", self.hook)),
             body: payload,
             request_id: self.request_id,
             caller: self.caller,
             deadline,
             max_answer: self.gateway.inner.limits.max_response_body,
         };
-        let result = upstream::post(&self.gateway.inner.client, call).await;
+        let result = upstream::post(&self.gateway.inner.upstream, call).await;
         let (delivery, answer) = match result {
             Err(CallError::Timeout) => (
                 failed(

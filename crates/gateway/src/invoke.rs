@@ -28,12 +28,13 @@ pub const ERROR_SOURCE: &str = "berth-error-source";
 pub(crate) async fn invoke(
     State(gateway): State<Gateway>,
     Path((plugin, capability)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
-    let request_id = gateway.request_id(&headers);
-    let mut response = match run(&gateway, &plugin, &capability, &headers, body, &request_id).await
-    {
+    // The request's own headers: the `HeaderMap` extractor would copy them.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let request_id = gateway.request_id(headers);
+    let mut response = match run(&gateway, &plugin, &capability, headers, body, &request_id).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -311,11 +312,11 @@ async fn checked_call(
     )?;
 
     let inflight = InflightGuard::new(runtime.inflight.clone());
-    let caller = HeaderValue::try_from(principal.name.as_str())
-        .unwrap_or(HeaderValue::from_static("unknown"));
+    let standby = crate::standby::call_starts(gateway, name, &runtime.standby);
+    let caller = principal.caller();
     let deadline = started + budget;
     let attempts = if idempotent { 1 + limits.retries } else { 1 };
-    let path = format!("/v1/invoke/{capability}");
+    let path = runtime.invoke_path(capability);
     let (result, tries, waited) = async {
         let mut tried = 0;
         let mut last = None;
@@ -331,14 +332,15 @@ async fn checked_call(
             tried += 1;
             let endpoint = runtime.pick(&entry.endpoints);
             let call = Call {
-                uri: endpoint.uri(&path),
+                authority: endpoint.authority(),
+                path: path.clone(),
                 body: body.clone(),
                 request_id,
-                caller: &caller,
+                caller,
                 deadline,
                 max_answer: limits.max_response_body,
             };
-            let answered = upstream::post(&gateway.inner.client, call).await;
+            let answered = upstream::post(&gateway.inner.upstream, call).await;
             if let Ok(answer) = &answered {
                 waited = Some(waited.unwrap_or_default() + answer.upstream);
             }
@@ -386,6 +388,7 @@ async fn checked_call(
     }
     .await;
     drop(inflight);
+    drop(standby);
     let success = result.is_ok();
     if let Some(state) = admission.record(success, std::time::Instant::now()) {
         note_breaker_change(gateway, entry, state);

@@ -38,6 +38,7 @@ mod gateway;
 pub mod hooks;
 mod invoke;
 pub mod metrics;
+mod standby;
 pub mod tiers;
 pub mod upstream;
 pub mod usage;
@@ -77,6 +78,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/admin/probe", post(admin::post_probe))
         .route("/v1/admin/usage", get(usage::get_usage))
         .route("/v1/admin/benchmarks", post(admin::post_benchmark))
+        .route("/v1/admin/standby", get(standby::get_activity))
+        .route("/v1/admin/standby/pause", post(standby::post_pause))
+        .route("/v1/admin/standby/awake", post(standby::post_awake))
+        .route("/v1/admin/standby/wakes", get(standby::get_wakes))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(gateway)
@@ -108,8 +113,11 @@ pub async fn serve(
         None => None,
     };
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopping = gateway.clone();
     let signal = async move {
         shutdown.await;
+        // Long polls (the supervisor's wake poll) answer now rather than hold the drain.
+        stopping.inner.standby.stop();
         stop_tx.send_replace(true);
         let _ = started_tx.send(());
     };

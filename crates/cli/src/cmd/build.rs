@@ -109,9 +109,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         vec![args.dir.clone()]
     };
+    build_dirs(&dirs, &args)
+}
+
+/// Builds the images of the plugin folders `dirs` (one `cargo build` for all Rust plugins of
+/// a Cargo workspace); `berth dev up` builds every missing image with one call.
+pub fn build_dirs(dirs: &[PathBuf], args: &Args) -> anyhow::Result<ExitCode> {
     let mut plugins = Vec::new();
     let mut problems = Vec::new();
-    for dir in &dirs {
+    for dir in dirs {
         match read_plugin_dir(dir) {
             Ok(p) => plugins.push(p),
             Err(mut errs) => problems.append(&mut errs),
@@ -152,10 +158,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for plugin in &plugins {
             let built = match plugin.kind {
                 Kind::Cargo => match binaries.next() {
-                    Some(binary) => build_static_image(&docker, plugin, &binary, &args).await,
+                    Some(binary) => build_static_image(&docker, plugin, &binary, args).await,
                     None => Err(anyhow!("cargo reported no binary")),
                 },
-                Kind::Dockerfile => build_folder_image(&docker, plugin, &args).await,
+                Kind::Dockerfile => build_folder_image(&docker, plugin, args).await,
             };
             match built {
                 Ok(summary) => println!("{summary}"),
@@ -396,6 +402,21 @@ fn compile(plugins: &[&PluginDir]) -> anyhow::Result<Vec<PathBuf>> {
         for m in &members {
             cmd.args(["-p", &m.name]);
         }
+        // What `cargo run` and `cargo test` set for the program they start is not ours to
+        // pass on: build scripts that watch these (ring's watches CARGO_MANIFEST_DIR) would
+        // run again and recompile everything above them.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(inherited_from_cargo) {
+                cmd.env_remove(&key);
+            }
+        }
+        // In berth's own workspace (the examples), `berth` is compiled along: the plugins'
+        // dependency features are a subset of its own, so cargo unifies them exactly as for
+        // `cargo berth` and build-image.sh (same target, profile and flags) and every one of
+        // these builds reuses the same compiled dependencies instead of compiling another set.
+        if own_workspace().is_some_and(|own| root.canonicalize().is_ok_and(|r| r == own)) {
+            cmd.args(["-p", env!("CARGO_PKG_NAME")]);
+        }
         eprintln!(
             "compiling {} for {PLUGIN_TARGET} (static)",
             members
@@ -444,6 +465,29 @@ fn compile(plugins: &[&PluginDir]) -> anyhow::Result<Vec<PathBuf>> {
                 .ok_or_else(|| anyhow!("cargo reported no binary for {}", p.name))
         })
         .collect()
+}
+
+/// Whether `name` is one of the variables cargo sets for a program it runs (`cargo run`,
+/// `cargo test`) rather than one that configures cargo.
+fn inherited_from_cargo(name: &str) -> bool {
+    matches!(
+        name,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+    ) || name.starts_with("CARGO_PKG_")
+}
+
+/// The Cargo workspace `berth` itself was compiled in, when it is still there.
+fn own_workspace() -> Option<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .ok()
+        .filter(|root| root.join("Cargo.toml").is_file())
 }
 
 /// Builds the `FROM scratch` image of a Rust plugin around its static binary.

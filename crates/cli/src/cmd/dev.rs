@@ -17,6 +17,7 @@ use berth_docker::{DockerClient, Instance};
 use berth_store::audit::types;
 use berth_store::{PluginStatusRecord, Store};
 use serde_json::json;
+use sha2::Digest as _;
 
 use super::local::StateArgs;
 
@@ -60,9 +61,10 @@ pub struct UpArgs {
     /// A host folder for a filesystem permission: PLUGIN:MOUNT=DIR (others get a volume).
     #[arg(long = "mount", value_name = "PLUGIN:MOUNT=DIR", value_parser = parse_mount)]
     pub mounts: Vec<((String, String), PathBuf)>,
-    /// The `berth` image the gateway runs (built from this workspace when missing).
-    #[arg(long, env = "BERTH_GATEWAY_IMAGE", default_value = concat!("berth/berth:", env!("CARGO_PKG_VERSION")))]
-    pub gateway_image: String,
+    /// The `berth` image the gateway runs [default: berth/berth:VERSION, packed from this
+    /// binary when it is static (`cargo berth`), else built from this workspace when missing].
+    #[arg(long, env = "BERTH_GATEWAY_IMAGE")]
+    pub gateway_image: Option<String>,
     /// Do not build missing images; fail instead.
     #[arg(long)]
     pub no_build: bool,
@@ -74,6 +76,11 @@ pub struct UpArgs {
     /// metadata stay refused.
     #[arg(long, env = "BERTH_EGRESS_ALLOW_PRIVATE")]
     pub egress_allow_private: bool,
+    /// Plugin networks to keep created ahead of installs (each with the gateway joined), so
+    /// that an install does not wait for one; a network is given to one plugin only, ever.
+    /// 0 creates each plugin's network when it is installed.
+    #[arg(long, default_value_t = 2, env = "BERTH_NETWORK_POOL")]
+    pub network_pool: usize,
     /// Add NAME to the gateway's hosts file as ADDR (an IP address, or `host-gateway` for
     /// the host), for internal services whose names are not in DNS; egress to NAME is
     /// checked against the grant and the deny set like any other. Repeatable.
@@ -293,8 +300,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    // Images: build the missing ones from plugin-images/ (cargo and the engine, with progress).
+    // Images: build the missing ones from plugin-images/ in one go (one `cargo build` for the
+    // Rust plugins, the engine for each image, with progress), then the gateway image.
     let mut missing_any = false;
+    let mut to_build: Vec<(PathBuf, &str)> = Vec::new();
     for f in &found {
         if runtime
             .block_on(docker.inspect_image(&f.plugin.spec.image))
@@ -304,11 +313,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         match (args.no_build, build_dir(&f.plugin, &f.file)) {
             (false, Some(build)) => {
-                println!("building {} from {}", f.plugin.spec.image, build.display());
-                let code = build_plugin(&build)?;
-                if code != ExitCode::SUCCESS {
-                    eprintln!("error: building {} failed", f.plugin.spec.image);
-                    missing_any = true;
+                if !to_build.iter().any(|(d, _)| *d == build) {
+                    to_build.push((build, f.plugin.spec.image.as_str()));
                 }
             }
             _ => {
@@ -326,39 +332,26 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing was started: images are missing");
         return Ok(ExitCode::from(1));
     }
-    if runtime
-        .block_on(docker.inspect_image(&args.gateway_image))
-        .is_err()
-    {
-        match (args.no_build, workspace_root()) {
-            (false, Some(root)) => {
-                println!(
-                    "building the gateway image {} (crates/cli/build-image.sh)",
-                    args.gateway_image
-                );
-                let (repo, _) = args
-                    .gateway_image
-                    .rsplit_once(':')
-                    .unwrap_or((&args.gateway_image, ""));
-                let status = super::children::spawn(
-                    Command::new(root.join("crates/cli/build-image.sh")).env("BERTH_IMAGE", repo),
-                )
-                .and_then(|mut build| build.child().wait())
-                .context("cannot run crates/cli/build-image.sh")?;
-                if !status.success() {
-                    eprintln!("error: building the gateway image failed");
-                    return Ok(ExitCode::from(1));
-                }
-            }
-            _ => {
-                eprintln!(
-                    "error: the gateway image {} is not available; build it with crates/cli/build-image.sh or pass --gateway-image",
-                    args.gateway_image
-                );
-                return Ok(ExitCode::from(1));
-            }
+    if !to_build.is_empty() {
+        let step = Step::start(&format!(
+            "building {}",
+            to_build
+                .iter()
+                .map(|(_, image)| *image)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let dirs: Vec<PathBuf> = to_build.iter().map(|(d, _)| d.clone()).collect();
+        if build_plugins(&dirs)? != ExitCode::SUCCESS {
+            eprintln!("nothing was started: building images failed (see above)");
+            return Ok(ExitCode::from(1));
         }
+        step.done();
     }
+    let gateway_image = match gateway_image(&runtime, &docker, &args)? {
+        Some(image) => image,
+        None => return Ok(ExitCode::from(1)),
+    };
     // The builds are done: from here on the supervisor stops gracefully on a signal (a
     // `--watch` rebuild is still ended with it).
     super::children::leave_signals_to_the_caller();
@@ -370,13 +363,14 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let token = state.ensure_admin_token()?;
-    let mut config = SupervisorConfig::new(dir.clone(), args.gateway_image.clone(), token);
+    let mut config = SupervisorConfig::new(dir.clone(), gateway_image, token);
     config.gateway_port = args.port;
     config.auto_approve = args.auto_approve;
     config.secrets_file = args.secrets.clone();
     config.mounts = args.mounts.iter().cloned().collect::<HashMap<_, _>>();
     config.ready_timeout = args.ready_timeout;
     config.egress_allow_private = args.egress_allow_private;
+    config.network_pool = args.network_pool;
     config.extra_hosts = args.add_hosts.clone();
     let store = Arc::new(store);
     // The watcher writes through a connection of its own, as a command would, so the
@@ -480,14 +474,173 @@ impl Drop for Starting {
 }
 
 fn build_plugin(dir: &Path) -> anyhow::Result<ExitCode> {
-    super::build::run(super::build::Args {
-        dir: dir.to_path_buf(),
-        all: false,
-        verbose: false,
-        rebuild: false,
-        build_args: Vec::new(),
-    })
+    build_plugins(&[dir.to_path_buf()])
 }
+
+fn build_plugins(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    super::build::build_dirs(
+        dirs,
+        &super::build::Args {
+            dir: PathBuf::new(),
+            all: false,
+            verbose: false,
+            rebuild: false,
+            build_args: Vec::new(),
+        },
+    )
+}
+
+/// A step of `dev up`'s start: announced when it starts, its duration printed when done.
+struct Step {
+    what: String,
+    started: Instant,
+}
+
+impl Step {
+    fn start(what: &str) -> Self {
+        println!("{what} ...");
+        Self {
+            what: what.to_owned(),
+            started: Instant::now(),
+        }
+    }
+
+    fn done(self) {
+        println!(
+            "{} done in {:.1} s",
+            self.what,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Label of a gateway image packed from a `berth` binary: the binary's sha256.
+const BINARY_DIGEST_LABEL: &str = "dev.berth.binary-digest";
+
+/// The gateway image `dev up` runs, made available: the one `--gateway-image` names (built
+/// with crates/cli/build-image.sh when missing and the workspace is here); without it
+/// `berth/berth:VERSION`, packed from this very binary when it is static (`cargo berth`), so
+/// the gateway always runs the code of the CLI that started it. `None` after printing why
+/// there is none.
+fn gateway_image(
+    runtime: &tokio::runtime::Runtime,
+    docker: &DockerClient,
+    args: &UpArgs,
+) -> anyhow::Result<Option<String>> {
+    let image = args
+        .gateway_image
+        .clone()
+        .unwrap_or_else(|| DEFAULT_GATEWAY_IMAGE.to_owned());
+    let existing = runtime.block_on(docker.inspect_image(&image)).ok();
+    if args.gateway_image.is_none() && cfg!(target_feature = "crt-static") {
+        // The running binary even when a build replaced the file since it started.
+        let binary = std::fs::read("/proc/self/exe")
+            .context("cannot read this berth binary (/proc/self/exe)")?;
+        let digest = format!("sha256:{:x}", sha2::Sha256::digest(&binary));
+        if existing
+            .as_ref()
+            .is_some_and(|i| i.labels.get(BINARY_DIGEST_LABEL) == Some(&digest))
+        {
+            return Ok(Some(image));
+        }
+        if args.no_build && existing.is_some() {
+            return Ok(Some(image));
+        }
+        if args.no_build {
+            eprintln!("error: the gateway image {image} is not available (--no-build)");
+            return Ok(None);
+        }
+        let step = Step::start(&format!(
+            "packing this berth binary into the gateway image {image}"
+        ));
+        runtime.block_on(pack_gateway_image(
+            docker,
+            &image,
+            &binary,
+            &digest,
+            existing.as_ref(),
+        ))?;
+        step.done();
+        return Ok(Some(image));
+    }
+    if existing.is_some() {
+        return Ok(Some(image));
+    }
+    match (args.no_build, workspace_root()) {
+        (false, Some(root)) => {
+            let step = Step::start(&format!(
+                "building the gateway image {image} (crates/cli/build-image.sh)"
+            ));
+            let (repo, _) = image.rsplit_once(':').unwrap_or((&image, ""));
+            let status = super::children::spawn(
+                Command::new(root.join("crates/cli/build-image.sh")).env("BERTH_IMAGE", repo),
+            )
+            .and_then(|mut build| build.child().wait())
+            .context("cannot run crates/cli/build-image.sh")?;
+            if !status.success() {
+                eprintln!("error: building the gateway image failed");
+                return Ok(None);
+            }
+            step.done();
+            Ok(Some(image))
+        }
+        _ => {
+            eprintln!(
+                "error: the gateway image {image} is not available; build it with crates/cli/build-image.sh or pass --gateway-image"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Builds `image` FROM scratch around `binary` (crates/cli/Dockerfile, as build-image.sh
+/// does) and drops the image the tag named before when nothing else uses it.
+async fn pack_gateway_image(
+    docker: &DockerClient,
+    image: &str,
+    binary: &[u8],
+    digest: &str,
+    previous: Option<&berth_docker::ImageInfo>,
+) -> anyhow::Result<()> {
+    let mut context = berth_docker::BuildContext::new();
+    context
+        .add("Dockerfile", GATEWAY_DOCKERFILE.as_bytes(), 0o644)?
+        .add("berth", binary, 0o755)?;
+    let request = berth_docker::BuildRequest {
+        tag: image.to_owned(),
+        labels: HashMap::from([
+            (BINARY_DIGEST_LABEL.to_owned(), digest.to_owned()),
+            (
+                berth_docker::MANAGED_BY_LABEL.to_owned(),
+                "berth-build".to_owned(),
+            ),
+        ]),
+        build_args: HashMap::from([("VERSION".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+    };
+    docker
+        .build_image(context.finish()?, &request, |_| {})
+        .await
+        .with_context(|| format!("cannot build the gateway image {image}"))?;
+    if let Some(old) = previous
+        && old
+            .labels
+            .get(berth_docker::MANAGED_BY_LABEL)
+            .map(String::as_str)
+            == Some("berth-build")
+        && old.tags.iter().all(|t| t == image)
+        && let Ok(now) = docker.inspect_image(image).await
+        && now.id != old.id
+    {
+        let _ = docker.remove_image(&old.id, false).await;
+    }
+    Ok(())
+}
+
+/// The gateway image's Dockerfile: the binary alone, run as 65532.
+const GATEWAY_DOCKERFILE: &str = include_str!("../../Dockerfile");
+
+/// The gateway image `dev up` runs unless told otherwise.
+const DEFAULT_GATEWAY_IMAGE: &str = concat!("berth/berth:", env!("CARGO_PKG_VERSION"));
 
 /// The newest modification time of any file under `dir` (skipping `target/`).
 fn newest_change(dir: &Path) -> Option<SystemTime> {

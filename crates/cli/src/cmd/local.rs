@@ -119,6 +119,21 @@ fn gateway_state(store: &Store) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
+/// Where the running local gateway is reached: the published port on 127.0.0.1, and its
+/// own address when this host routes to it (no userland proxy); `None` without a gateway.
+fn gateway_address_line(store: &Store) -> Option<String> {
+    use berth_docker::supervisor::{GATEWAY_DIRECT_URL_SETTING, GATEWAY_URL_SETTING};
+    let published = store.setting(GATEWAY_URL_SETTING).ok().flatten()?;
+    Some(
+        match store.setting(GATEWAY_DIRECT_URL_SETTING).ok().flatten() {
+            Some(direct) => {
+                format!("gateway: {published} (from this host also {direct}, without docker-proxy)")
+            }
+            None => format!("gateway: {published}"),
+        },
+    )
+}
+
 /// One line about a gateway container that is down; `None` while it serves.
 fn gateway_down_line(gateway: Option<&Value>) -> Option<String> {
     let g = gateway.filter(|g| g["state"] == "down")?;
@@ -257,8 +272,13 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(line) = gateway_down_line(gateway_state(&store).as_ref()) {
-        println!("{line}");
+    match gateway_down_line(gateway_state(&store).as_ref()) {
+        Some(line) => println!("{line}"),
+        None => {
+            if let Some(line) = gateway_address_line(&store) {
+                println!("{line}");
+            }
+        }
     }
     if rows.is_empty() {
         println!("no plugins installed (`berth dev up examples/` or `berth install FILE`)");

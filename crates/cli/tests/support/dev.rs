@@ -329,6 +329,30 @@ impl Dev {
         name
     }
 
+    /// The network of `plugin`'s running container (its own, or one from the pool).
+    pub fn network_of(&self, plugin: &str) -> String {
+        let container = self.container_of(plugin);
+        let out = self
+            .docker_command()
+            .args([
+                "inspect",
+                &container,
+                "-f",
+                "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe_output(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let networks: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(
+            networks.len(),
+            1,
+            "{plugin} is on one network: {networks:?}"
+        );
+        networks[0].to_owned()
+    }
+
     /// `berth invoke PLUGIN CAPABILITY INPUT`, answered 200: the output.
     pub fn invoke(&self, plugin: &str, capability: &str, input: &Value) -> Value {
         let answer = self.ok(&["invoke", plugin, capability, &input.to_string()]);

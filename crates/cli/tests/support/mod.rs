@@ -7,6 +7,7 @@ pub mod browser;
 pub mod daemon;
 pub mod dev;
 pub mod gateway;
+pub mod wrk;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -81,4 +82,40 @@ pub fn post(url: &str, path: &str, token: &str, body: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A child process, killed (and reaped) when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The address of container `id` on its (only) network, as `docker inspect` reports it.
+pub fn container_ip(id: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            id,
+        ])
+        .output()
+        .expect("docker runs");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs `cmd`, which must succeed; its standard output, trimmed.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

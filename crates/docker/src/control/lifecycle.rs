@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{ControlError, Result, StateDir};
-use crate::supervisor::{AdminClient, GATEWAY_URL_SETTING, plan};
+use crate::supervisor::gateway::preferred_url;
+use crate::supervisor::{AdminClient, GATEWAY_DIRECT_URL_SETTING, GATEWAY_URL_SETTING, plan};
 
 /// Local mode's control plane over one state directory and one connection to its store:
 /// every change a command makes goes through here, audited as `actor`.
@@ -112,7 +113,9 @@ impl<'a> LocalControl<'a> {
     }
 
     /// A client of the local gateway that the running `berth dev up` published, with the
-    /// state directory's admin token, for `berth invoke` and `berth hook`.
+    /// state directory's admin token, for `berth invoke` and `berth hook`. It goes to the
+    /// gateway's own address when this host reaches it (Linux: no userland proxy on the
+    /// way), else to the published port on 127.0.0.1.
     pub fn gateway(&self) -> Result<AdminClient> {
         let url =
             self.store
@@ -120,7 +123,9 @@ impl<'a> LocalControl<'a> {
                 .ok_or_else(|| ControlError::NoGateway {
                     state_dir: self.state.path().to_path_buf(),
                 })?;
-        Ok(AdminClient::new(&url, &self.state.admin_token()?))
+        let direct = self.store.setting(GATEWAY_DIRECT_URL_SETTING)?;
+        let url = preferred_url(&url, direct.as_deref());
+        Ok(AdminClient::new(url, &self.state.admin_token()?))
     }
 
     /// The installed plugin `name`, or an error that says how to list and install.

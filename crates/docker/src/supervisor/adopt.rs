@@ -41,7 +41,7 @@ impl<E: Engine> Supervisor<E> {
                 })
                 .max_by_key(|c| c.revision);
             let Some(c) = candidate else { continue };
-            let network = self.instance.plugin_network(&inst.name);
+            let network = self.network_of(&inst.name);
             // The gateway may be new (its settings changed): it must reach the plugin.
             let _ = self
                 .docker
@@ -80,7 +80,7 @@ impl<E: Engine> Supervisor<E> {
                 plugin: Arc::new(plugin),
                 started: Instant::now(),
             });
-            rt.network_ready = true;
+            rt.network = Some(network.clone());
             // The status record says so now, not at the first pass: commands that read it
             // once `dev up` prints the gateway see the adopted revision serving.
             self.set_phase(&inst.name, Phase::Ready, None);
@@ -98,9 +98,11 @@ impl<E: Engine> Supervisor<E> {
         let names: HashSet<&str> = installed.iter().map(|i| i.name.as_str()).collect();
         for plugin in self.docker.plugins_with_networks(&self.instance).await? {
             if !names.contains(plugin.as_str()) {
-                self.leftovers.insert(plugin, (Instant::now(), 0));
+                self.leftovers.insert(plugin.clone(), (Instant::now(), 0));
             }
+            self.pool.own.insert(plugin);
         }
+        self.adopt_pool(&names).await;
         Ok(())
     }
 }

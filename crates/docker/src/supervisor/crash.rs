@@ -158,7 +158,7 @@ impl<E: Engine> Supervisor<E> {
             else {
                 continue;
             };
-            let network = self.instance.plugin_network(&name);
+            let network = self.network_of(&name);
             let result = match self.docker.start_existing(&id).await {
                 Ok(()) => self.wait_started(&id, &network, &plugin).await,
                 Err(crate::Error::NotFound { .. }) => {

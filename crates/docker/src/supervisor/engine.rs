@@ -32,12 +32,20 @@ pub trait Engine: Clone + Send + Sync + 'static {
         &self,
         instance: &Instance,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Removes the containers and network an uninstalled plugin left.
+    /// Removes the containers and network (`network`) an uninstalled plugin left.
     fn remove_plugin_leftovers(
         &self,
         instance: &Instance,
         plugin: &str,
+        network: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// The pool networks of `instance`.
+    fn pool_networks(
+        &self,
+        instance: &Instance,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Removes a network (no container may be attached).
+    fn remove_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// The image `reference` names.
     fn inspect_image(&self, reference: &str) -> impl Future<Output = Result<ImageInfo>> + Send;
     /// The labels of a container.
@@ -102,6 +110,10 @@ pub trait Engine: Clone + Send + Sync + 'static {
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
     /// The container's CPU and memory use.
     fn usage(&self, id: &str) -> impl Future<Output = Result<Usage>> + Send;
+    /// Freezes every process of the container, keeping its memory (`docker pause`).
+    fn pause(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Thaws a container [`Engine::pause`] froze (`docker unpause`).
+    fn unpause(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 // Inherent methods win over trait methods of the same name, so each body calls the client.
@@ -122,8 +134,21 @@ impl Engine for DockerClient {
         DockerClient::plugins_with_networks(self, instance).await
     }
 
-    async fn remove_plugin_leftovers(&self, instance: &Instance, plugin: &str) -> Result<()> {
-        DockerClient::remove_plugin_leftovers(self, instance, plugin).await
+    async fn remove_plugin_leftovers(
+        &self,
+        instance: &Instance,
+        plugin: &str,
+        network: &str,
+    ) -> Result<()> {
+        DockerClient::remove_plugin_leftovers(self, instance, plugin, network).await
+    }
+
+    async fn pool_networks(&self, instance: &Instance) -> Result<Vec<String>> {
+        DockerClient::pool_networks(self, instance).await
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        DockerClient::remove_network(self, name).await
     }
 
     async fn inspect_image(&self, reference: &str) -> Result<ImageInfo> {
@@ -198,5 +223,17 @@ impl Engine for DockerClient {
 
     async fn usage(&self, id: &str) -> Result<Usage> {
         DockerClient::usage(self, id).await
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.docker.pause_container(id).await.map_err(|e| {
+            crate::Error::from_engine("pause the container", &format!("container {id}"), e)
+        })
+    }
+
+    async fn unpause(&self, id: &str) -> Result<()> {
+        self.docker.unpause_container(id).await.map_err(|e| {
+            crate::Error::from_engine("unpause the container", &format!("container {id}"), e)
+        })
     }
 }

@@ -49,6 +49,8 @@ pub(super) struct FakeState {
     pub containers: Vec<FakeContainer>,
     /// Plugin networks → the plugin they belong to.
     pub plugin_networks: BTreeMap<String, String>,
+    /// Networks created for the pool.
+    pub pool_networks: std::collections::BTreeSet<String>,
     /// The fake gateway's port, published as the gateway container's.
     pub gateway_port: u16,
     /// Directory snapshots the gateway received.
@@ -175,12 +177,30 @@ impl Engine for FakeEngine {
         Ok(self.state().plugin_networks.values().cloned().collect())
     }
 
-    async fn remove_plugin_leftovers(&self, _instance: &Instance, plugin: &str) -> Result<()> {
+    async fn remove_plugin_leftovers(
+        &self,
+        _instance: &Instance,
+        plugin: &str,
+        network: &str,
+    ) -> Result<()> {
         let mut s = self.state();
-        s.calls.push(format!("remove-leftovers {plugin}"));
+        s.calls.push(format!("remove-leftovers {plugin} {network}"));
         s.containers
             .retain(|c| c.labels.get(PLUGIN_LABEL).map(String::as_str) != Some(plugin));
-        s.plugin_networks.retain(|_, p| p != plugin);
+        s.plugin_networks.remove(network);
+        s.pool_networks.remove(network);
+        Ok(())
+    }
+
+    async fn pool_networks(&self, _instance: &Instance) -> Result<Vec<String>> {
+        Ok(self.state().pool_networks.iter().cloned().collect())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        let mut s = self.state();
+        s.calls.push(format!("remove-network {name}"));
+        s.plugin_networks.remove(name);
+        s.pool_networks.remove(name);
         Ok(())
     }
 
@@ -215,8 +235,12 @@ impl Engine for FakeEngine {
     ) -> Result<()> {
         let mut s = self.state();
         s.calls.push(format!("network {name}"));
-        let plugin = labels.get(PLUGIN_LABEL).cloned().unwrap_or_default();
-        s.plugin_networks.insert(name.to_owned(), plugin);
+        if labels.contains_key(super::POOL_LABEL) {
+            s.pool_networks.insert(name.to_owned());
+        } else {
+            let plugin = labels.get(PLUGIN_LABEL).cloned().unwrap_or_default();
+            s.plugin_networks.insert(name.to_owned(), plugin);
+        }
         Ok(())
     }
 
@@ -300,6 +324,22 @@ impl Engine for FakeEngine {
         let c = s.find_mut(id).ok_or_else(|| not_found(id))?;
         c.running = false;
         c.exit_code = 143;
+        Ok(())
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        let mut s = self.state();
+        let name = s.name_of(id);
+        s.calls.push(format!("pause {name}"));
+        s.find_mut(id).ok_or_else(|| not_found(id))?;
+        Ok(())
+    }
+
+    async fn unpause(&self, id: &str) -> Result<()> {
+        let mut s = self.state();
+        let name = s.name_of(id);
+        s.calls.push(format!("unpause {name}"));
+        s.find_mut(id).ok_or_else(|| not_found(id))?;
         Ok(())
     }
 

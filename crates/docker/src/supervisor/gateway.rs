@@ -30,6 +30,17 @@ pub const GATEWAY_PORT: u16 = 7070;
 pub const EGRESS_PORT: u16 = 7401;
 /// Network alias of the gateway on every plugin network.
 pub const GATEWAY_ALIAS: &str = "berth-gateway";
+/// Settings key: the gateway's URL at its address on the edge network
+/// (`http://172.x.y.z:7070`), which a Linux host reaches directly, without Docker's userland
+/// proxy (decision draft "direct gateway address"). Absent where the engine does not run
+/// on this host's kernel; the CLI uses it only when it connects, else [`GATEWAY_URL_SETTING`]
+/// (127.0.0.1, which works everywhere).
+///
+/// [`GATEWAY_URL_SETTING`]: super::GATEWAY_URL_SETTING
+pub const GATEWAY_DIRECT_URL_SETTING: &str = "dev.gateway-direct-url";
+/// How long a connection to the direct address may take before the published port is
+/// used instead: a bridge on this host answers in well under a millisecond.
+pub const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
 /// Label holding a digest of the gateway container's configuration, so that a restarted
 /// supervisor adopts a gateway started with the same settings and replaces any other.
 pub const CONFIG_LABEL: &str = "berth.dev/config-sha256";
@@ -316,6 +327,58 @@ impl AdminClient {
     }
 }
 
+/// The gateway's URL at its address on `edge`, when this host can route to container
+/// addresses at all (Linux, engine on this kernel); `None` elsewhere.
+pub(super) async fn direct_url<E: Engine>(docker: &E, id: &str, edge: &str) -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let ip = docker.container_address(id, edge).await.ok().flatten()?;
+    let addr = std::net::SocketAddr::new(ip, GATEWAY_PORT);
+    let connect = tokio::net::TcpStream::connect(addr);
+    match tokio::time::timeout(DIRECT_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(_)) => Some(format!("http://{addr}")),
+        _ => None,
+    }
+}
+
+/// Writes [`GATEWAY_DIRECT_URL_SETTING`] for the gateway container `id` when this host
+/// reaches it there, and removes it otherwise, so the CLI never tries an address that
+/// is stale or unreachable from here. Call it once the gateway answers.
+pub(super) async fn record_direct_url<E: Engine>(
+    docker: &E,
+    store: &berth_store::Store,
+    instance: &Instance,
+    id: &str,
+) {
+    let _ = match direct_url(docker, id, &instance.edge_network()).await {
+        Some(url) => store.set_setting(GATEWAY_DIRECT_URL_SETTING, &url),
+        None => store.delete_setting(GATEWAY_DIRECT_URL_SETTING),
+    };
+}
+
+/// Whether a TCP connection to the `http://host:port` of `url` opens within
+/// [`DIRECT_CONNECT_TIMEOUT`].
+pub fn reachable(url: &str) -> bool {
+    let Some(addr) = url
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+    else {
+        return false;
+    };
+    std::net::TcpStream::connect_timeout(&addr, DIRECT_CONNECT_TIMEOUT).is_ok()
+}
+
+/// The URL to reach the gateway at: `direct` when it is set and connects, else
+/// `published` (127.0.0.1, the way in on every platform).
+pub fn preferred_url<'a>(published: &'a str, direct: Option<&'a str>) -> &'a str {
+    match direct {
+        Some(d) if reachable(d) => d,
+        _ => published,
+    }
+}
+
 /// Creates (or adopts) the edge network and the gateway container; returns its id and URL.
 pub(super) async fn ensure_gateway<E: Engine>(
     docker: &E,
@@ -403,6 +466,19 @@ mod tests {
             egress_deny: vec!["192.168.1.20/32".into()],
             extra_hosts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_direct_address_is_used_only_when_it_connects() {
+        let published = "http://127.0.0.1:7070";
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = format!("http://{}", listener.local_addr().unwrap());
+        assert_eq!(preferred_url(published, Some(&open)), open);
+        drop(listener);
+        // Nothing listens there any more: refused at once, the published port is used.
+        assert_eq!(preferred_url(published, Some(&open)), published);
+        assert_eq!(preferred_url(published, None), published);
+        assert_eq!(preferred_url(published, Some("not a url")), published);
     }
 
     #[test]

@@ -16,9 +16,11 @@ mod engine_outage;
 pub mod gateway;
 mod outage;
 pub mod plan;
+mod pool;
 mod publish;
 pub mod restart;
 mod rollout;
+mod standby;
 
 #[cfg(test)]
 mod fake;
@@ -40,8 +42,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 pub use engine::Engine;
-pub use gateway::{AdminClient, EGRESS_PORT, GATEWAY_ALIAS, GATEWAY_PORT, GatewaySpec};
+pub use gateway::{
+    AdminClient, EGRESS_PORT, GATEWAY_ALIAS, GATEWAY_DIRECT_URL_SETTING, GATEWAY_PORT, GatewaySpec,
+};
 use plan::Desired;
+pub use pool::POOL_LABEL;
 pub use restart::{RestartPolicy, RestartState, Verdict};
 
 use crate::DockerClient;
@@ -93,6 +98,9 @@ pub struct SupervisorConfig {
     /// The gateway's `--egress-allow-private`: granted host names may resolve to private
     /// addresses (other plugins' networks stay refused).
     pub egress_allow_private: bool,
+    /// How many plugin networks to keep created ahead of installs (`--network-pool`);
+    /// 0 creates each plugin's network when it is installed.
+    pub network_pool: usize,
     /// `NAME:ADDR` entries for the gateway container's `/etc/hosts` (`dev up --add-host`);
     /// ADDR is an IP address or `host-gateway`.
     pub extra_hosts: Vec<String>,
@@ -116,6 +124,7 @@ impl SupervisorConfig {
             restart_cap: Duration::from_secs(30),
             stats_interval: Duration::from_secs(5),
             egress_allow_private: false,
+            network_pool: 0,
             extra_hosts: Vec::new(),
         }
     }
@@ -169,7 +178,9 @@ struct Runtime {
     restart: RestartState,
     /// Revision key that failed to start: not tried again until the manifest or image changes.
     failed_key: Option<String>,
-    network_ready: bool,
+    /// The network it runs on, once created or adopted and joined by the gateway (a pool
+    /// network, or its own).
+    network: Option<String>,
 }
 
 /// An installed plugin, its manifest and its active grants, read once per reconcile pass.
@@ -217,6 +228,10 @@ pub struct Supervisor<E: Engine = DockerClient> {
     engine: Option<engine_outage::EngineOutage>,
     /// Times the Docker Engine stopped answering since the start.
     engine_outages: u64,
+    /// Pre-created plugin networks.
+    pool: pool::Pool,
+    pool_tx: mpsc::UnboundedSender<pool::Filled>,
+    pool_rx: Option<mpsc::UnboundedReceiver<pool::Filled>>,
 }
 
 impl<E: Engine> Supervisor<E> {
@@ -244,6 +259,8 @@ impl<E: Engine> Supervisor<E> {
             .wait_healthy(Duration::from_secs(30))
             .await
             .map_err(SupervisorError::Gateway)?;
+        gateway::record_direct_url(&docker, &store, &instance, &gateway_id).await;
+        let (pool_tx, pool_rx) = mpsc::unbounded_channel();
         let mut me = Self {
             docker,
             store,
@@ -273,8 +290,12 @@ impl<E: Engine> Supervisor<E> {
             last_data_version: 0,
             engine: None,
             engine_outages: 0,
+            pool: pool::Pool::default(),
+            pool_tx,
+            pool_rx: Some(pool_rx),
         };
         me.write_gateway_status();
+        standby::thaw_leftovers(&me.docker, &me.instance).await;
         me.adopt().await?;
         Ok(me)
     }
@@ -299,9 +320,21 @@ impl<E: Engine> Supervisor<E> {
             self.usage_targets.clone(),
             self.config.stats_interval,
         ));
+        let (standby_targets, targets) = tokio::sync::watch::channel(BTreeMap::new());
+        let (standby_events, mut standby_seen) = mpsc::unbounded_channel();
+        let standby = tokio::spawn(standby::run(
+            self.docker.clone(),
+            self.shared_admin.clone(),
+            targets,
+            standby_events,
+        ));
         let mut periodic = tokio::time::interval(Duration::from_secs(10));
+        let mut pool_filled = self.pool_rx.take().expect("run is called once");
         self.reconcile().await;
         self.report_outages().await;
+        // After the first pass, so that the plugins it starts do not wait behind the pool's
+        // network creations.
+        self.fill_pool();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -352,11 +385,31 @@ impl<E: Engine> Supervisor<E> {
                     if self.push_pending {
                         self.push().await;
                     }
+                    let next = self.standby_targets();
+                    standby_targets.send_if_modified(|t| {
+                        let changed = *t != next;
+                        if changed {
+                            *t = next;
+                        }
+                        changed
+                    });
                 }
-                _ = periodic.tick(), if self.engine.is_none() => self.reconcile().await,
+                Some(event) = standby_seen.recv() => self.on_standby(event),
+                Some(filled) = pool_filled.recv() => {
+                    self.pool_filled(filled).await;
+                    self.fill_pool();
+                }
+                _ = periodic.tick(), if self.engine.is_none() => {
+                    self.reconcile().await;
+                    // Fills the pool again after a failed creation's pause.
+                    self.fill_pool();
+                }
             }
         }
         sampler.abort();
+        // Thaws what it paused: nobody would wake it after this.
+        drop(standby_targets);
+        let _ = tokio::time::timeout(Duration::from_secs(10), standby).await;
     }
 
     fn notice(&self, plugin: Option<&str>, message: String) {

@@ -234,17 +234,20 @@ impl<E: Engine> Supervisor<E> {
             let _ = self.store.set_setting(GATEWAY_URL_SETTING, &url);
         }
         self.admin.wait_healthy(HEALTHY_WITHIN).await?;
+        // A container created again may have another address on the edge network.
+        gateway::record_direct_url(&self.docker, &self.store, &self.instance, &self.gateway_id)
+            .await;
         // A started container keeps its networks (joining again is refused, harmlessly);
         // a new one joins each plugin network.
         let names: Vec<String> = self
             .plugins
             .iter()
-            .filter(|(_, rt)| rt.network_ready)
+            .filter(|(_, rt)| rt.network.is_some())
             .map(|(name, _)| name.clone())
             .collect();
         let mut moved = Vec::new();
         for name in names {
-            let network = self.instance.plugin_network(&name);
+            let network = self.network_of(&name);
             let _ = self
                 .docker
                 .connect_network(&network, &self.gateway_id, &[GATEWAY_ALIAS.to_owned()])
@@ -260,6 +263,9 @@ impl<E: Engine> Supervisor<E> {
             {
                 moved.push(name.clone());
             }
+        }
+        if recreated {
+            self.rejoin_pool().await;
         }
         for name in &moved {
             // Its container was told the old address: a new revision is told the new one.
@@ -279,6 +285,7 @@ impl<E: Engine> Supervisor<E> {
         self.last_pushed.clear();
         self.push_pending = true;
         self.push().await;
+        self.fill_pool();
         self.report_outages().await;
         self.refresh_statuses();
         self.write_gateway_status();
@@ -324,11 +331,11 @@ impl<E: Engine> Supervisor<E> {
         let missing: Vec<String> = self
             .plugins
             .iter()
-            .filter(|(name, rt)| rt.network_ready && !self.gateway_ips.contains_key(*name))
+            .filter(|(name, rt)| rt.network.is_some() && !self.gateway_ips.contains_key(*name))
             .map(|(name, _)| name.clone())
             .collect();
         for name in missing {
-            let network = self.instance.plugin_network(&name);
+            let network = self.network_of(&name);
             if let Ok(Some(ip)) = self
                 .docker
                 .container_address(&self.gateway_id, &network)

@@ -21,12 +21,26 @@ use crate::{ContainerOptions, FilesystemSource, plugin_container};
 impl<E: Engine> Supervisor<E> {
     /// The plugin's network, created and joined by the gateway unless that was done.
     async fn prepare_network(&mut self, name: &str) -> Result<String, String> {
-        let network = self.instance.plugin_network(name);
         // Installed again before its leftovers went: the network stays.
         self.leftovers.remove(name);
-        if self.plugins.get(name).is_some_and(|r| r.network_ready) {
+        if let Some(network) = self.plugins.get(name).and_then(|r| r.network.clone()) {
             return Ok(network);
         }
+        // A network it has is kept (given from the pool, or of its own name); otherwise one
+        // from the pool, ready and joined.
+        let network = match self.recorded_network(name) {
+            Some(n) => n,
+            None if self.pool.own.contains(name) => self.instance.plugin_network(name),
+            None => match self.take_pool_network(name) {
+                Some(n) => {
+                    let rt = self.plugins.entry(name.to_owned()).or_default();
+                    rt.network = Some(n.clone());
+                    self.fill_pool();
+                    return Ok(n);
+                }
+                None => self.instance.plugin_network(name),
+            },
+        };
         let mut labels = self.instance.labels();
         labels.insert(crate::instance::PLUGIN_LABEL.into(), name.into());
         self.docker
@@ -37,10 +51,11 @@ impl<E: Engine> Supervisor<E> {
             .connect_network(&network, &self.gateway_id, &[GATEWAY_ALIAS.to_owned()])
             .await
             .map_err(|e| e.to_string())?;
-        self.plugins
-            .entry(name.to_owned())
-            .or_default()
-            .network_ready = true;
+        if network == self.instance.plugin_network(name) {
+            self.pool.own.insert(name.to_owned());
+        }
+        let rt = self.plugins.entry(name.to_owned()).or_default();
+        rt.network = Some(network.clone());
         Ok(network)
     }
 
@@ -448,11 +463,16 @@ impl<E: Engine> Supervisor<E> {
             if self.plugins.contains_key(&name) {
                 continue;
             }
-            if let Err(e) = self
+            let network = self.network_of(&name);
+            let removed = self
                 .docker
-                .remove_plugin_leftovers(&self.instance, &name)
-                .await
-            {
+                .remove_plugin_leftovers(&self.instance, &name, &network)
+                .await;
+            if removed.is_ok() {
+                self.forget_network(&name, &network);
+                self.pool.own.remove(&name);
+            }
+            if let Err(e) = removed {
                 if tries < 3 {
                     self.leftovers
                         .insert(name, (now + Duration::from_secs(5), tries + 1));

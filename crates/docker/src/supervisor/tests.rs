@@ -81,6 +81,11 @@ impl Harness {
     }
 
     async fn start(&self) -> Supervisor<FakeEngine> {
+        self.start_with_pool(0).await
+    }
+
+    /// Starts a supervisor that keeps `pool` plugin networks ahead of installs.
+    async fn start_with_pool(&self, pool: usize) -> Supervisor<FakeEngine> {
         let mut config = SupervisorConfig::new(
             self.dir.path().to_owned(),
             GATEWAY_IMAGE.into(),
@@ -89,6 +94,7 @@ impl Harness {
         config.ready_timeout = Duration::from_secs(5);
         config.drain = Duration::ZERO;
         config.stop_grace = Duration::from_millis(200);
+        config.network_pool = pool;
         // Notices are for a person; the tests read state instead.
         let (tx, _) = mpsc::unbounded_channel();
         Supervisor::start(self.engine.clone(), self.store.clone(), config, tx)
@@ -369,7 +375,13 @@ async fn uninstall_stops_serving_then_removes_containers_and_network() {
     assert!(h.calls("remove-leftovers").is_empty());
     sup.remove_leftovers(Instant::now() + Duration::from_secs(5))
         .await;
-    assert_eq!(h.calls("remove-leftovers"), ["remove-leftovers calc"]);
+    assert_eq!(
+        h.calls("remove-leftovers"),
+        [format!(
+            "remove-leftovers calc {}",
+            h.instance().plugin_network("calc")
+        )]
+    );
     let s = h.engine.state();
     assert!(s.plugin_networks.is_empty());
     assert!(!s.containers.iter().any(|c| c.name.contains("calc")));
@@ -767,4 +779,112 @@ async fn an_unchanged_plugin_brought_back_after_dev_down_keeps_its_revision() {
     h.install("1.1.0");
     sup.reconcile().await;
     assert_eq!(serving(&sup).map(|s| (s.0, s.1)), Some((2, true)));
+}
+
+/// Waits for the pool's background creations and hands them to the supervisor, as its
+/// loop does.
+async fn settle_pool(sup: &mut Supervisor<FakeEngine>) {
+    let mut filled = sup.pool_rx.take().expect("the loop is not running");
+    while sup.pool.filling > 0 {
+        let f = tokio::time::timeout(Duration::from_secs(5), filled.recv())
+            .await
+            .expect("a pool network is created")
+            .expect("the channel stays open");
+        sup.pool_filled(f).await;
+    }
+    sup.pool_rx = Some(filled);
+}
+
+#[tokio::test]
+async fn an_install_takes_a_pool_network_and_it_is_never_given_to_another_plugin() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    let mut sup = h.start_with_pool(2).await;
+    sup.fill_pool();
+    settle_pool(&mut sup).await;
+    let pool: Vec<String> = h.engine.state().pool_networks.iter().cloned().collect();
+    assert_eq!(pool.len(), 2, "{pool:?}");
+    for network in &pool {
+        // Created with the plugin shape and joined by the gateway ahead of any install.
+        assert!(network.contains("_pool-"), "{network}");
+        assert_eq!(h.calls(&format!("connect {network} ")).len(), 1);
+    }
+
+    h.install("1.0.0");
+    sup.reconcile().await;
+    assert_eq!(sup.phase_of("calc"), Some(Phase::Ready));
+    let given = sup.network_of("calc");
+    assert!(pool.contains(&given), "{given} is from {pool:?}");
+    // Nothing was created for the install itself: no network of the plugin's own name.
+    assert!(
+        h.calls(&format!("network {}", h.instance().plugin_network("calc")))
+            .is_empty()
+    );
+    assert!(
+        h.calls(&format!("run {}", h.container(1))).len() == 1,
+        "the revision runs"
+    );
+    // The pool is filled again, without the network given away.
+    settle_pool(&mut sup).await;
+    assert_eq!(sup.pool.free.len(), 2);
+    assert!(!sup.pool.free.contains(&given));
+
+    // A supervisor started again finds the same network for the plugin and keeps the
+    // free ones in its pool.
+    drop(sup);
+    let mut sup = h.start_with_pool(2).await;
+    assert_eq!(sup.network_of("calc"), given);
+    assert!(!sup.pool.free.contains(&given));
+    assert_eq!(sup.pool.free.len(), 2, "the free ones are adopted");
+    sup.fill_pool();
+    assert_eq!(sup.pool.filling, 0, "nothing more to create");
+
+    // Uninstalled: the given network goes with the plugin and its record is forgotten.
+    h.store.remove_plugin("calc").unwrap();
+    sup.reconcile().await;
+    sup.remove_leftovers(Instant::now() + Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        h.calls("remove-leftovers"),
+        [format!("remove-leftovers calc {given}")]
+    );
+    assert!(!h.engine.state().pool_networks.contains(&given));
+    assert_eq!(sup.network_of("calc"), h.instance().plugin_network("calc"));
+}
+
+#[tokio::test]
+async fn a_plugin_with_a_network_of_its_own_keeps_it_when_installed_again() {
+    let h = Harness::new().await;
+    h.add_image("1.0.0", false);
+    h.install("1.0.0");
+    let mut sup = h.start_with_pool(2).await;
+    // Installed before the pool is filled (as the examples `dev up` is given): its own.
+    sup.reconcile().await;
+    let own = h.instance().plugin_network("calc");
+    assert_eq!(sup.network_of("calc"), own);
+    sup.fill_pool();
+    settle_pool(&mut sup).await;
+
+    // Uninstalled, and installed again before its leftovers went: the same network, not
+    // one from the pool (which would leave the old one behind).
+    h.store.remove_plugin("calc").unwrap();
+    sup.reconcile().await;
+    h.install("1.0.0");
+    sup.reconcile().await;
+    assert_eq!(sup.phase_of("calc"), Some(Phase::Ready));
+    assert_eq!(sup.network_of("calc"), own);
+    assert_eq!(sup.pool.free.len(), 2, "no pool network was taken");
+
+    // Uninstalled for good: its own network goes, and a later install takes the pool's.
+    h.store.remove_plugin("calc").unwrap();
+    sup.reconcile().await;
+    sup.remove_leftovers(Instant::now() + Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        h.calls("remove-leftovers"),
+        [format!("remove-leftovers calc {own}")]
+    );
+    h.install("1.0.0");
+    sup.reconcile().await;
+    assert!(sup.network_of("calc").contains("_pool-"));
 }

@@ -8,6 +8,7 @@ mod invoke;
 mod lifecycle;
 mod metrics;
 mod pushed;
+mod standby;
 mod support;
 mod tiers;
 mod usage;
