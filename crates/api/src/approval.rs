@@ -222,6 +222,32 @@ fn usable<'a>(
         .filter(move |g| !g.spec.is_expired(now) && !validate_grant(g).iter().any(|p| p.is_error()))
 }
 
+/// What `applied` asks for beyond the manifest its image carries in the
+/// `dev.berth.manifest` label (`label`, the label's text; `image` names it in errors).
+/// When the image is signed, the label is what the signer declared: an applied manifest
+/// may narrow those permissions, never widen them. `Err` when the label is missing or is
+/// not one valid Plugin.
+pub fn beyond_label(
+    applied: &Plugin,
+    image: &str,
+    label: Option<&str>,
+) -> Result<Vec<PermissionItem>, String> {
+    let Some(text) = label.filter(|t| !t.trim().is_empty()) else {
+        return Err(format!(
+            "{image} carries no dev.berth.manifest label, so its signature covers no permissions; build it with `berth build`"
+        ));
+    };
+    let declared = crate::load::load_single_plugin(&format!("{image} label dev.berth.manifest"), text.as_bytes())
+        .map_err(|problems| {
+            let first = problems
+                .first()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "not a Plugin".into());
+            format!("{image}: the dev.berth.manifest label is not a valid Plugin: {first}")
+        })?;
+    Ok(coverage(&applied.spec.permissions, std::iter::once(&declared.spec.permissions)).missing)
+}
+
 /// Uncovered items as one line: the first few, then how many more.
 pub fn describe_missing(missing: &[PermissionItem]) -> String {
     const SHOWN: usize = 5;

@@ -34,7 +34,7 @@ pub use permissions::{
 };
 pub use plugin::{
     Capability, CapabilityExample, Condition, ConditionStatus, Dependency, FailurePolicy, HookMode,
-    HookSubscription, Performance, Phase, Plugin, PluginCredential, PluginSpec, PluginStatus,
+    HookSubscription, ImageVerification, Performance, Phase, Plugin, PluginCredential, PluginSpec, PluginStatus,
     Resources, Revision, RevisionOutcome, Standby,
 };
 pub use problem::{Problem, Severity};

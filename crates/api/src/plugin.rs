@@ -383,6 +383,10 @@ pub struct PluginStatus {
     /// Digest the running revision is pinned to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// The last supply-chain check of the wanted image: the digest its tag resolved to and,
+    /// where the platform requires a signature, who signed it or why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<ImageVerification>,
     /// Where the gateway reaches the plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -400,6 +404,34 @@ pub struct PluginStatus {
     /// whose pods may still run; the tokens themselves are only in Secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<PluginCredential>,
+}
+
+/// The supply-chain check of one image digest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVerification {
+    /// The image as the spec names it.
+    pub image: String,
+    /// `sha256:HEX` of the image manifest the reference resolved to, when it resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Whether the platform requires this plugin to be signed.
+    pub signature_required: bool,
+    /// `True` when signed by a trusted key (or no signature is required and the digest
+    /// resolved), `False` when refused, `Unknown` while the registry cannot answer.
+    pub verified: ConditionStatus,
+    /// The trusted key that signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    /// CamelCase reason of a refusal or failure, e.g. `Unsigned`, `UntrustedSignature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What was found and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// RFC 3339 time of the check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
 }
 
 /// The digest of the credential a revision's pods carry.
