@@ -63,6 +63,7 @@ fn crate_arrows_point_one_way_as_the_readme_draws_them() {
                 "berth-operator",
                 "berth-plugin-sdk",
                 "berth-store",
+                "berth-trust",
             ]),
         ),
         (
@@ -71,9 +72,13 @@ fn crate_arrows_point_one_way_as_the_readme_draws_them() {
         ),
         (
             "berth-docker",
-            set(&["berth-api", "berth-contract", "berth-store"]),
+            set(&["berth-api", "berth-contract", "berth-store", "berth-trust"]),
         ),
-        ("berth-operator", set(&["berth-api", "berth-contract"])),
+        (
+            "berth-operator",
+            set(&["berth-api", "berth-contract", "berth-trust"]),
+        ),
+        ("berth-trust", set(&[])),
         ("berth-store", set(&["berth-contract"])),
         ("berth-plugin-sdk", set(&["berth-contract"])),
         ("berth-contract", set(&["berth-api"])),

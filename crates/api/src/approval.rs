@@ -237,15 +237,22 @@ pub fn beyond_label(
             "{image} carries no dev.berth.manifest label, so its signature covers no permissions; build it with `berth build`"
         ));
     };
-    let declared = crate::load::load_single_plugin(&format!("{image} label dev.berth.manifest"), text.as_bytes())
-        .map_err(|problems| {
-            let first = problems
-                .first()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "not a Plugin".into());
-            format!("{image}: the dev.berth.manifest label is not a valid Plugin: {first}")
-        })?;
-    Ok(coverage(&applied.spec.permissions, std::iter::once(&declared.spec.permissions)).missing)
+    let declared = crate::load::load_single_plugin(
+        &format!("{image} label dev.berth.manifest"),
+        text.as_bytes(),
+    )
+    .map_err(|problems| {
+        let first = problems
+            .first()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "not a Plugin".into());
+        format!("{image}: the dev.berth.manifest label is not a valid Plugin: {first}")
+    })?;
+    Ok(coverage(
+        &applied.spec.permissions,
+        std::iter::once(&declared.spec.permissions),
+    )
+    .missing)
 }
 
 /// Uncovered items as one line: the first few, then how many more.
@@ -369,5 +376,55 @@ mod tests {
             panic!("expected NotApproved")
         };
         assert!(describe_missing(&missing).ends_with("; and 3 more"));
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    const LABEL: &str = "apiVersion: berth.dev/v1alpha1\nkind: Plugin\nmetadata: {name: calc}\nspec:\n  image: r:5000/calc:1\n  version: 1.0.0\n  capabilities: [{name: add}]\n  permissions:\n    network:\n      egress: [{host: api.example.com, ports: [443]}]\n";
+
+    fn applied(egress: &[(&str, u16)]) -> Plugin {
+        let mut p = crate::load::load_single_plugin("l", LABEL.as_bytes()).unwrap();
+        p.spec.permissions.network.egress = egress
+            .iter()
+            .map(|(h, port)| EgressRule {
+                host: Some((*h).into()),
+                cidr: None,
+                ports: vec![*port],
+            })
+            .collect();
+        p
+    }
+
+    #[test]
+    fn a_manifest_may_narrow_the_signed_label_but_not_widen_it() {
+        assert!(
+            beyond_label(&applied(&[]), "img", Some(LABEL))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            beyond_label(&applied(&[("api.example.com", 443)]), "img", Some(LABEL))
+                .unwrap()
+                .is_empty()
+        );
+        let wider = beyond_label(&applied(&[("evil.example", 443)]), "img", Some(LABEL)).unwrap();
+        assert_eq!(describe_missing(&wider), "network egress evil.example:443");
+    }
+
+    #[test]
+    fn a_missing_or_broken_label_is_named() {
+        let e = beyond_label(&applied(&[]), "r/x@sha256:1", None).unwrap_err();
+        assert!(
+            e.starts_with("r/x@sha256:1 carries no dev.berth.manifest label"),
+            "{e}"
+        );
+        let e = beyond_label(&applied(&[]), "img", Some("kind: [")).unwrap_err();
+        assert!(
+            e.starts_with("img: the dev.berth.manifest label is not a valid Plugin"),
+            "{e}"
+        );
     }
 }

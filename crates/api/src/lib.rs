@@ -34,8 +34,8 @@ pub use permissions::{
 };
 pub use plugin::{
     Capability, CapabilityExample, Condition, ConditionStatus, Dependency, FailurePolicy, HookMode,
-    HookSubscription, ImageVerification, Performance, Phase, Plugin, PluginCredential, PluginSpec, PluginStatus,
-    Resources, Revision, RevisionOutcome, Standby,
+    HookSubscription, ImageVerification, Performance, Phase, Plugin, PluginCredential, PluginSpec,
+    PluginStatus, Resources, Revision, RevisionOutcome, Standby,
 };
 pub use problem::{Problem, Severity};
 pub use quantity::{DurationString, Quantity};

@@ -65,6 +65,12 @@ enum Command {
     /// Drive load at a plugin through the gateway; latency, throughput, errors, resources
     /// and a tier.
     Bench(Box<cmd::bench::Args>),
+    /// Push a local image to an OCI registry and print its digest.
+    Push(cmd::supply::PushArgs),
+    /// Sign an image in its registry with a cosign key (the digest the tag names now).
+    Sign(cmd::supply::SignArgs),
+    /// Make a cosign key pair for `berth sign` and `dev up --require-signature`.
+    Keygen(cmd::supply::KeygenArgs),
     // New subcommands go above this line, one variant each.
 }
 
@@ -94,6 +100,9 @@ fn main() -> ExitCode {
         Command::Hook(args) => cmd::local::hook(args),
         Command::Usage(args) => cmd::usage::run(args),
         Command::Bench(args) => cmd::bench::run(*args),
+        Command::Push(args) => cmd::supply::push(args),
+        Command::Sign(args) => cmd::supply::sign(args),
+        Command::Keygen(args) => cmd::supply::keygen(args),
         // New match arms go above this line, one each.
     };
     match result {

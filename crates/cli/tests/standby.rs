@@ -6,13 +6,13 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 mod support;
 
-use support::dev::{Dev, build, build_gateway_image, docker, docker_or_skip};
+use support::dev::{Dev, build, build_gateway_image, docker, docker_or_skip, until};
 use support::repo;
 
 fn images() {
@@ -38,15 +38,6 @@ fn manifests(dir: &Path) {
 
 fn paused(container: &str) -> bool {
     docker(&["inspect", "--format", "{{.State.Paused}}", container]) == "true"
-}
-
-/// Waits until `what` holds, for at most `limit`.
-fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn reason(dev: &Dev, plugin: &str) -> String {

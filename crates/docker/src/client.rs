@@ -145,6 +145,94 @@ impl DockerClient {
         }
     }
 
+    /// Pulls `reference` (`repo@sha256:…` or `repo:tag`) from its registry with
+    /// `credentials` (username, password) when given.
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let creds = credentials.map(|(u, p)| bollard::auth::DockerCredentials {
+            username: Some(u.to_owned()),
+            password: Some(p.to_owned()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, creds);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| Error::from_engine("pull the image", reference, e))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(Error::Registry {
+                    image: reference.to_owned(),
+                    message: detail,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes `repo:tag` to its registry with `credentials` when given; returns the
+    /// manifest digest the registry stored, reporting progress lines to `progress`.
+    pub async fn push_image(
+        &self,
+        reference: &str,
+        credentials: Option<(&str, &str)>,
+        mut progress: impl FnMut(&str),
+    ) -> Result<String> {
+        let (repo, tag) = match reference.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (reference, "latest"),
+        };
+        let options = bollard::query_parameters::PushImageOptionsBuilder::default()
+            .tag(tag)
+            .build();
+        let creds = credentials.map(|(u, p)| bollard::auth::DockerCredentials {
+            username: Some(u.to_owned()),
+            password: Some(p.to_owned()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.push_image(repo, Some(options), creds);
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| Error::from_engine("push the image", reference, e))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(Error::Registry {
+                    image: reference.to_owned(),
+                    message: detail,
+                });
+            }
+            if let Some(status) = info.status.as_deref() {
+                // The last line names the digest: "TAG: digest: sha256:… size: N".
+                if let Some(rest) = status.split("digest: ").nth(1) {
+                    digest = rest.split_whitespace().next().map(str::to_owned);
+                }
+                progress(status);
+            }
+        }
+        digest.ok_or_else(|| Error::Registry {
+            image: reference.to_owned(),
+            message: "the engine reported no digest for the push".into(),
+        })
+    }
+
+    /// Tags `source` as `target` (`repo:tag`).
+    pub async fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        let (repo, tag) = match target.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (target, "latest"),
+        };
+        let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(source, Some(options))
+            .await
+            .map_err(|e| Error::from_engine("tag the image", source, e))
+    }
+
     /// Reads an image's id, labels, user and exposed ports.
     pub async fn inspect_image(&self, reference: &str) -> Result<ImageInfo> {
         let image = self.docker.inspect_image(reference).await.map_err(|e| {

@@ -42,6 +42,14 @@ pub enum Error {
         /// The builder's words.
         message: String,
     },
+    /// A registry refused a pull or push the engine made.
+    #[error("{image}: the registry refused: {message}")]
+    Registry {
+        /// The image.
+        image: String,
+        /// The engine's words.
+        message: String,
+    },
     /// A request failed on the way (timeout, broken connection, undecodable answer).
     #[error("could not {action}: {source}")]
     Transport {
@@ -76,6 +84,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::Daemon { .. } => "daemon",
             Error::Build { .. } => "build",
+            Error::Registry { .. } => "registry",
             Error::Transport { .. } => "transport",
             Error::Context(_) => "context",
             Error::Manifest { .. } => "manifest",

@@ -80,6 +80,11 @@ pub struct RevisionRecord {
     pub created_at: String,
     /// When it became `Ready` (RFC 3339), if it did.
     pub ready_at: Option<String>,
+    /// `sha256:…` of what ran: the registry manifest digest for a registry image, the
+    /// engine's image id for a local one.
+    pub image_digest: Option<String>,
+    /// The trusted key that signed that digest, when the platform required a signature.
+    pub signed_by: Option<String>,
 }
 
 /// What the supervisor last observed about a plugin.
@@ -104,7 +109,7 @@ const PLUGIN_COLUMNS: &str =
 const GRANT_COLUMNS: &str = "id, plugin, permissions_json, risk_score, granted_by, reason, \
      granted_at, expires_at, revoked_at";
 const REVISION_COLUMNS: &str = "plugin, revision, image, manifest_sha256, state, reason, \
-     container_id, endpoint, created_at, ready_at";
+     container_id, endpoint, created_at, ready_at, image_digest, signed_by";
 const STATUS_COLUMNS: &str = "plugin, phase, reason, serving_revision, restarts, updated_at";
 
 impl Store {
@@ -314,7 +319,7 @@ impl Store {
             tx.execute(
                 &format!(
                     "INSERT INTO local_revisions ({REVISION_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                 ),
                 params![
                     rec.plugin,
@@ -327,6 +332,8 @@ impl Store {
                     rec.endpoint,
                     rec.created_at,
                     rec.ready_at,
+                    rec.image_digest,
+                    rec.signed_by,
                 ],
             )?;
             tx.execute(
@@ -635,6 +642,8 @@ fn row_to_revision(r: &Row<'_>) -> rusqlite::Result<RevisionRecord> {
         endpoint: r.get(7)?,
         created_at: r.get(8)?,
         ready_at: r.get(9)?,
+        image_digest: r.get(10)?,
+        signed_by: r.get(11)?,
     })
 }
 
@@ -712,6 +721,8 @@ mod tests {
             endpoint: None,
             created_at: now(),
             ready_at: None,
+            image_digest: None,
+            signed_by: None,
         }
     }
 

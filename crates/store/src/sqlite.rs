@@ -114,6 +114,10 @@ const MIGRATIONS: &[&str] = &[
         report     TEXT    NOT NULL
     );
     CREATE INDEX bench_runs_by_plugin ON bench_runs (plugin, started_at);",
+    // 5: the digest each local revision ran (resolved from the engine or a registry) and
+    // the trusted key that signed it.
+    "ALTER TABLE local_revisions ADD COLUMN image_digest TEXT;
+    ALTER TABLE local_revisions ADD COLUMN signed_by TEXT;",
 ];
 
 /// The newest schema version this build knows.

@@ -9,9 +9,18 @@ use crate::{Error, ErrorKind};
 /// Registry credentials by host, read from the `dockerconfigjson` shape: `docker login`'s
 /// `~/.docker/config.json` and the `.dockerconfigjson` key of a Kubernetes
 /// `kubernetes.io/dockerconfigjson` Secret.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Credentials {
     by_host: BTreeMap<String, (String, String)>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Hosts and users only: passwords never reach logs.
+        f.debug_map()
+            .entries(self.by_host.iter().map(|(h, (u, _))| (h, u)))
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]

@@ -44,6 +44,16 @@ pub struct Args {
     /// build sets BERTH_MANIFEST itself.
     #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = parse_build_arg)]
     pub build_args: Vec<(String, String)>,
+    /// Push each built image and print its digest: to --registry, or to the registry its
+    /// tag names.
+    #[arg(long)]
+    pub push: bool,
+    /// The registry (HOST[:PORT], optionally /PREFIX) to push to: the image goes to
+    /// REGISTRY/TAG, e.g. 127.0.0.1:5000/berth/calculator:0.1.0.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "push")]
+    pub registry: Option<String>,
+    #[command(flatten)]
+    pub registry_access: super::supply::RegistryArgs,
 }
 
 /// Parses one `--build-arg KEY=VALUE`.
@@ -163,6 +173,15 @@ pub fn build_dirs(dirs: &[PathBuf], args: &Args) -> anyhow::Result<ExitCode> {
                 },
                 Kind::Dockerfile => build_folder_image(&docker, plugin, args).await,
             };
+            let built = match built {
+                Ok(summary) if args.push => {
+                    println!("{summary}");
+                    push_built(plugin, args)
+                        .await
+                        .map(|pushed| format!("pushed {pushed}"))
+                }
+                other => other,
+            };
             match built {
                 Ok(summary) => println!("{summary}"),
                 Err(e) => {
@@ -177,6 +196,20 @@ pub fn build_dirs(dirs: &[PathBuf], args: &Args) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         })
     })
+}
+
+/// Pushes what `plugin` built (`--push`); returns `REF@sha256:…`.
+async fn push_built(plugin: &PluginDir, args: &Args) -> anyhow::Result<String> {
+    let tag = plugin.tag();
+    let target = match &args.registry {
+        Some(registry) => format!("{}/{tag}", registry.trim_end_matches('/')),
+        None if berth_trust::has_registry_host(&tag) => tag.clone(),
+        None => bail!(
+            "{tag} names no registry: pass --registry HOST[:PORT] (e.g. --registry 127.0.0.1:5000)"
+        ),
+    };
+    let options = args.registry_access.options()?;
+    super::supply::push_image(&tag, Some(&target), &options).await
 }
 
 /// Every folder directly under `root` that holds a `berth.yaml`, sorted.

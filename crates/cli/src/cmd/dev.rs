@@ -34,7 +34,7 @@ pub struct Args {
 pub enum DevCommand {
     /// Install the plugins in PATH (files or folders) and run them behind the gateway until
     /// Ctrl-C; plugins keep running after it and the next `dev up` adopts them.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Stop and remove every container, network and volume `dev up` created for this state
     /// directory (the store with grants and audit stays).
     Down(DownArgs),
@@ -86,6 +86,8 @@ pub struct UpArgs {
     /// checked against the grant and the deny set like any other. Repeatable.
     #[arg(long = "add-host", value_name = "NAME:ADDR", value_parser = parse_add_host)]
     pub add_hosts: Vec<String>,
+    #[command(flatten)]
+    pub supply: super::supply::TrustArgs,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -143,7 +145,7 @@ fn parse_add_host(s: &str) -> Result<String, String> {
 /// Runs `berth dev up` or `berth dev down`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        DevCommand::Up(up) => self::up(up),
+        DevCommand::Up(up) => self::up(*up),
         DevCommand::Down(down) => self::down(down),
     }
 }
@@ -304,10 +306,19 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // Rust plugins, the engine for each image, with progress), then the gateway image.
     let mut missing_any = false;
     let mut to_build: Vec<(PathBuf, &str)> = Vec::new();
+    let supply = match args.supply.supply_chain() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     for f in &found {
-        if runtime
-            .block_on(docker.inspect_image(&f.plugin.spec.image))
-            .is_ok()
+        // A registry image is resolved, pulled and verified by the supervisor, not built.
+        if berth_trust::has_registry_host(&f.plugin.spec.image)
+            || runtime
+                .block_on(docker.inspect_image(&f.plugin.spec.image))
+                .is_ok()
         {
             continue;
         }
@@ -372,6 +383,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     config.egress_allow_private = args.egress_allow_private;
     config.network_pool = args.network_pool;
     config.extra_hosts = args.add_hosts.clone();
+    config.supply = supply;
     let store = Arc::new(store);
     // The watcher writes through a connection of its own, as a command would, so the
     // supervisor sees its changes the way it sees every command's.
@@ -486,6 +498,9 @@ fn build_plugins(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             verbose: false,
             rebuild: false,
             build_args: Vec::new(),
+            push: false,
+            registry: None,
+            registry_access: Default::default(),
         },
     )
 }

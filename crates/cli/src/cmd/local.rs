@@ -420,8 +420,19 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if !revisions.is_empty() {
         println!("revisions:");
         for r in revisions.iter().take(10) {
+            // A local image runs by its id; a registry image's pinned reference names
+            // its digest already.
+            let digest = match &r.image_digest {
+                Some(d) if !r.image.contains(d.as_str()) => format!(" ({d})"),
+                _ => String::new(),
+            };
+            let signed = r
+                .signed_by
+                .as_ref()
+                .map(|k| format!(", signed by {k}"))
+                .unwrap_or_default();
             println!(
-                "  {:>4}  {:<10} {}  {}{}",
+                "  {:>4}  {:<10} {}  {}{digest}{signed}{}",
                 r.revision,
                 r.state,
                 r.created_at,

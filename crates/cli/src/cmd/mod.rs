@@ -12,6 +12,7 @@ pub mod new;
 pub mod operator;
 pub mod plugin;
 pub mod render;
+pub mod supply;
 pub mod usage;
 pub mod validate;
 

@@ -521,3 +521,12 @@ impl Drop for StandIns {
         self.remove();
     }
 }
+
+/// Waits until `what` holds, for at most `limit`.
+pub fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

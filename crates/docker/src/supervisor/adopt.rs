@@ -27,20 +27,20 @@ impl<E: Engine> Supervisor<E> {
             let Ok(plugin) = plan::parse_installed(inst) else {
                 continue;
             };
-            let Ok(image) = self.docker.inspect_image(&plugin.spec.image).await else {
-                continue;
-            };
-            let key = plan::revision_key(&inst.manifest_yaml, &image.id);
+            // The container's own image: a revision runs by digest, which the tag may no
+            // longer name (the next pass rolls forward to what the tag names now).
             let candidate = containers
                 .iter()
                 .filter(|c| {
                     c.running
                         && c.role.as_deref() == Some("plugin")
                         && c.plugin.as_deref() == Some(inst.name.as_str())
-                        && c.manifest_sha256.as_deref() == Some(key.as_str())
+                        && c.manifest_sha256.as_deref()
+                            == Some(plan::revision_key(&inst.manifest_yaml, &c.image_id).as_str())
                 })
                 .max_by_key(|c| c.revision);
             let Some(c) = candidate else { continue };
+            let key = plan::revision_key(&inst.manifest_yaml, &c.image_id);
             let network = self.network_of(&inst.name);
             // The gateway may be new (its settings changed): it must reach the plugin.
             let _ = self
@@ -214,6 +214,8 @@ mod tests {
             endpoint: None,
             created_at: "2026-01-01T00:00:00Z".into(),
             ready_at: None,
+            image_digest: None,
+            signed_by: None,
         }
     }
 

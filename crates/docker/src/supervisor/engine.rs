@@ -48,6 +48,12 @@ pub trait Engine: Clone + Send + Sync + 'static {
     fn remove_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// The image `reference` names.
     fn inspect_image(&self, reference: &str) -> impl Future<Output = Result<ImageInfo>> + Send;
+    /// Pulls `reference` from its registry, with (username, password) when given.
+    fn pull_image(
+        &self,
+        reference: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// The labels of a container.
     fn container_labels(
         &self,
@@ -153,6 +159,10 @@ impl Engine for DockerClient {
 
     async fn inspect_image(&self, reference: &str) -> Result<ImageInfo> {
         DockerClient::inspect_image(self, reference).await
+    }
+
+    async fn pull_image(&self, reference: &str, credentials: Option<(&str, &str)>) -> Result<()> {
+        DockerClient::pull_image(self, reference, credentials).await
     }
 
     async fn container_labels(&self, id: &str) -> Result<HashMap<String, String>> {

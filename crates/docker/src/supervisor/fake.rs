@@ -212,6 +212,11 @@ impl Engine for FakeEngine {
             .ok_or_else(|| not_found(&format!("image {reference}")))
     }
 
+    async fn pull_image(&self, reference: &str, _credentials: Option<(&str, &str)>) -> Result<()> {
+        self.state().calls.push(format!("pull {reference}"));
+        Err(not_found(&format!("image {reference}")))
+    }
+
     async fn container_labels(&self, id: &str) -> Result<HashMap<String, String>> {
         self.state()
             .find(id)

@@ -21,6 +21,7 @@ mod publish;
 pub mod restart;
 mod rollout;
 mod standby;
+pub mod supply;
 
 #[cfg(test)]
 mod fake;
@@ -104,6 +105,8 @@ pub struct SupervisorConfig {
     /// `NAME:ADDR` entries for the gateway container's `/etc/hosts` (`dev up --add-host`);
     /// ADDR is an IP address or `host-gateway`.
     pub extra_hosts: Vec<String>,
+    /// What the platform trusts: keys, which plugins must be signed, registry access.
+    pub supply: supply::SupplyChain,
 }
 
 impl SupervisorConfig {
@@ -126,6 +129,7 @@ impl SupervisorConfig {
             egress_allow_private: false,
             network_pool: 0,
             extra_hosts: Vec::new(),
+            supply: supply::SupplyChain::default(),
         }
     }
 
@@ -181,6 +185,12 @@ struct Runtime {
     /// The network it runs on, once created or adopted and joined by the gateway (a pool
     /// network, or its own).
     network: Option<String>,
+    /// The image checked for the revision about to be deployed.
+    checked: Option<supply::Checked>,
+    /// The image of the serving revision, as checked when it was deployed.
+    serving_image: Option<supply::Checked>,
+    /// The last refusal recorded (digest and reason), so it is audited once.
+    refused: Option<String>,
 }
 
 /// An installed plugin, its manifest and its active grants, read once per reconcile pass.
@@ -196,6 +206,8 @@ pub struct Supervisor<E: Engine = DockerClient> {
     store: Arc<Store>,
     instance: Instance,
     config: SupervisorConfig,
+    /// Registry access and the verdict cache, made on first use.
+    verifier: Option<berth_trust::Verifier>,
     admin: AdminClient,
     gateway_id: String,
     /// The admin client the usage sampler uses (the gateway's port may change).
@@ -266,6 +278,7 @@ impl<E: Engine> Supervisor<E> {
             store,
             instance,
             config,
+            verifier: None,
             shared_admin: Arc::new(std::sync::Mutex::new(admin.clone())),
             admin,
             gateway_id,
@@ -617,22 +630,17 @@ impl<E: Engine> Supervisor<E> {
         serving_versions: &HashMap<String, String>,
     ) {
         let name = inst.name.as_str();
-        let image = match self.docker.inspect_image(&plugin.spec.image).await {
-            Ok(i) => i,
-            Err(e) => {
-                if self.serving_key(name).is_none() {
-                    self.set_phase(
-                        name,
-                        Phase::Failed,
-                        Some(format!(
-                            "image {} is not available: {e}; build it (`berth build plugin-images/{name}`) or load it",
-                            plugin.spec.image
-                        )),
-                    );
-                }
+        let mut plugin = plugin;
+        let (checked, image) = match self.check_image(name, &plugin).await {
+            Ok(c) => c,
+            Err(refusal) => {
+                self.refuse(name, &plugin, refusal);
                 return;
             }
         };
+        // The revision runs by digest: what was resolved (and verified) is what starts.
+        plugin.spec.image = checked.run.clone();
+        self.plugins.entry(name.to_owned()).or_default().refused = None;
         let key = plan::revision_key(&inst.manifest_yaml, &image.id);
         let rt = self.plugins.entry(name.to_owned()).or_default();
         if let Some(s) = rt.serving.as_ref().filter(|s| s.key == key) {
@@ -654,6 +662,7 @@ impl<E: Engine> Supervisor<E> {
             }
             return;
         }
+        self.plugins.entry(name.to_owned()).or_default().checked = Some(checked);
         self.deploy(inst, plugin, key).await;
     }
 

@@ -91,10 +91,13 @@ impl<E: Engine> Supervisor<E> {
                 Some(format!("starting revision {revision}")),
             );
         }
+        let checked = self.plugins.get_mut(&name).and_then(|rt| rt.checked.take());
         let record = RevisionRecord {
             plugin: name.clone(),
             revision,
-            image: plugin.spec.image.clone(),
+            image: checked
+                .as_ref()
+                .map_or_else(|| plugin.spec.image.clone(), |c| c.shown.clone()),
             manifest_sha256: key.clone(),
             state: "Starting".into(),
             reason: None,
@@ -102,6 +105,8 @@ impl<E: Engine> Supervisor<E> {
             endpoint: None,
             created_at: berth_store::format_time(Timestamp::now()),
             ready_at: None,
+            image_digest: checked.as_ref().map(|c| c.digest.clone()),
+            signed_by: checked.as_ref().and_then(|c| c.signed_by.clone()),
         };
         if again.is_some() {
             let _ = self
@@ -135,8 +140,10 @@ impl<E: Engine> Supervisor<E> {
                     });
                     rt.restart.reset();
                     rt.failed_key = None;
-                    old
+                    let old_image = std::mem::replace(&mut rt.serving_image, checked.clone());
+                    (old, old_image)
                 };
+                let (old, old_image) = old;
                 self.set_phase(&name, Phase::Ready, None);
                 // Route to the new revision before the old one stops.
                 self.push_pending = true;
@@ -173,6 +180,14 @@ impl<E: Engine> Supervisor<E> {
                         "version": plugin.spec.version,
                         "previousRevision": old.as_ref().map(|o| o.revision),
                         "coldStartMs": cold.as_millis() as u64,
+                        "image": checked.as_ref().map(|c| c.shown.clone()),
+                        "digest": checked.as_ref().map(|c| c.digest.clone()),
+                        "previousDigest": old_image.as_ref().map(|c| c.digest.clone()),
+                        "signedBy": checked.as_ref().and_then(|c| c.signed_by.clone()),
+                        "declaredPermissions": super::supply::label_diff(
+                            old_image.as_ref().and_then(|c| c.label.as_deref()),
+                            checked.as_ref().and_then(|c| c.label.as_deref()),
+                        ),
                     }),
                 );
                 if let Some(old) = old {

@@ -56,21 +56,24 @@ impl Harness {
     /// `berth/calc:{version}`, answering a matching describe; `crashing` containers exit
     /// as soon as they start.
     fn add_image(&self, version: &str, crashing: bool) {
-        let reference = format!("berth/calc:{version}");
+        let id = format!("sha256:calc-{version}");
         let mut s = self.engine.state();
-        s.images.insert(
-            reference.clone(),
-            ImageInfo {
-                id: format!("sha256:calc-{version}"),
-                ..Default::default()
-            },
-        );
-        s.describes.insert(
-            reference.clone(),
-            format!(r#"{{"name":"calc","version":"{version}","capabilities":[],"hooks":[]}}"#),
-        );
-        if crashing {
-            s.crashing_images.insert(reference);
+        // By tag and by id, as the engine answers to both: revisions run by the id.
+        for reference in [format!("berth/calc:{version}"), id.clone()] {
+            s.images.insert(
+                reference.clone(),
+                ImageInfo {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+            );
+            s.describes.insert(
+                reference.clone(),
+                format!(r#"{{"name":"calc","version":"{version}","capabilities":[],"hooks":[]}}"#),
+            );
+            if crashing {
+                s.crashing_images.insert(reference);
+            }
         }
     }
 
