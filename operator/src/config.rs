@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_api::RiskTier;
 
 use crate::render::{BenchOptions, RenderOptions};
+use crate::supply_chain::SupplyChainOptions;
 
 /// Flags of `berth operator`.
 #[derive(clap::Args, Clone, Debug)]
@@ -122,6 +124,90 @@ pub struct Config {
     /// How long a leader's Lease is valid without renewal, in seconds.
     #[arg(long, env = "BERTH_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
     pub lease_duration_seconds: u64,
+
+    /// Resolve each Plugin's image tag to the digest its registry holds and run that digest
+    /// (`repo@sha256:…`); off, tags run as given and the digest is read from the pods.
+    #[arg(long, env = "BERTH_PIN_DIGESTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin_digests: bool,
+
+    /// Seconds a tag's resolved digest is reused before the registry is asked again (a spec
+    /// change asks at once; a `@sha256:` reference is never resolved).
+    #[arg(long, env = "BERTH_RESOLVE_INTERVAL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
+    pub resolve_interval_seconds: u64,
+
+    /// A `kubernetes.io/dockerconfigjson` Secret in each Plugin's namespace: the operator reads
+    /// registry credentials from it and plugin pods pull with it (`imagePullSecrets`).
+    /// Repeatable, or comma-separated in the variable.
+    #[arg(
+        long = "image-pull-secret",
+        env = "BERTH_IMAGE_PULL_SECRETS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        value_parser = parse_object_name
+    )]
+    pub image_pull_secrets: Vec<String>,
+
+    /// A registry (`host` or `host:port`) spoken to over plain HTTP; loopback registries
+    /// always are. Repeatable.
+    #[arg(
+        long = "insecure-registry",
+        env = "BERTH_INSECURE_REGISTRIES",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+
+    /// Require plugins to carry a cosign signature by this public key: a PEM file, or a
+    /// directory whose every file is one (a mounted ConfigMap). Repeatable: any key will do.
+    /// The same flag as `berth dev up --require-signature`.
+    #[arg(
+        long = "require-signature",
+        env = "BERTH_REQUIRE_SIGNATURE",
+        value_name = "KEY.pub",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<PathBuf>,
+
+    /// Which plugins must be signed: names, prefixes ending in `*`, or `*` [default: all,
+    /// once a key is given]. Repeatable.
+    #[arg(
+        long = "signed-plugins",
+        env = "BERTH_SIGNED_PLUGINS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        value_parser = parse_signature_pattern
+    )]
+    pub signed_plugins: Vec<String>,
+}
+
+/// A Secret name: a DNS subdomain (lower case, digits, `-` and `.`, at most 253 characters).
+pub fn parse_object_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let valid = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a Secret name (lower-case letters, digits, '-' and '.', e.g. registry-pull)"
+        ))
+    }
+}
+
+/// A plugin name pattern: a name, a prefix ending in `*`, or `*`.
+pub fn parse_signature_pattern(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let stem = s.strip_suffix('*').unwrap_or(s);
+    if s.is_empty() || stem.contains('*') || stem.contains(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} is not a plugin name pattern: give a name (calculator), a prefix ending in * (team-*), or * for every plugin"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// `--egress-proxy`: a `host:port`, or none.
@@ -189,7 +275,45 @@ impl Config {
             dns_labels: self.dns_selector.clone(),
             progress_deadline_seconds: self.progress_deadline_seconds,
             default_namespace: "default".into(),
+            image_pull_secrets: self.image_pull_secrets.clone(),
         }
+    }
+
+    /// How images are resolved and verified, with the trusted keys read from their files;
+    /// `None` when `--pin-digests=false`. Fails, naming the flag and the fix, on a key that
+    /// cannot be read or a signature requirement that nothing could satisfy.
+    pub fn supply_chain(&self) -> Result<Option<SupplyChainOptions>, crate::Error> {
+        let error = |message: String| crate::Error::Config(message);
+        if !self.pin_digests {
+            if !self.trusted_keys.is_empty() {
+                return Err(error(
+                    "--require-signature needs --pin-digests=true: a signature is checked on the digest the operator resolves and runs (chart: supplyChain.pinDigests)"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let keys = crate::supply_chain::load_trusted_keys(&self.trusted_keys).map_err(error)?;
+        if keys.is_empty() && !self.signed_plugins.is_empty() {
+            return Err(error(format!(
+                "--signed-plugins {} needs at least one --require-signature KEY.pub (chart: supplyChain.trustedKeys or supplyChain.existingTrustedKeysConfigMap): nothing could pass without a trusted key",
+                self.signed_plugins.join(",")
+            )));
+        }
+        // As with `berth dev up`: once a key is given, every plugin must be signed unless
+        // --signed-plugins narrows it.
+        let required = match (&keys[..], &self.signed_plugins[..]) {
+            ([], _) => Vec::new(),
+            (_, []) => vec!["*".to_string()],
+            (_, patterns) => patterns.to_vec(),
+        };
+        let policy = berth_trust::Policy::new(keys, required).map_err(|e| error(e.message))?;
+        Ok(Some(SupplyChainOptions {
+            pull_secrets: self.image_pull_secrets.clone(),
+            insecure_registries: self.insecure_registries.clone(),
+            policy,
+            resolve_interval: Duration::from_secs(self.resolve_interval_seconds),
+        }))
     }
 
     /// What the PluginBenchmark Jobs run and where they reach the gateway.
@@ -235,6 +359,12 @@ impl Default for Config {
             lease_namespace: "berth-system".into(),
             identity: None,
             lease_duration_seconds: 15,
+            pin_digests: true,
+            resolve_interval_seconds: 300,
+            image_pull_secrets: Vec::new(),
+            insecure_registries: Vec::new(),
+            trusted_keys: Vec::new(),
+            signed_plugins: Vec::new(),
         }
     }
 }
@@ -326,6 +456,102 @@ mod tests {
         assert_eq!(options.image_pull_policy, "Always");
         assert_eq!(options.gateway_url, "http://gw.platform.svc:8080");
         assert!(Cli::try_parse_from(["berth", "--bench-image-pull-policy", "Sometimes"]).is_err());
+    }
+
+    #[test]
+    fn supply_chain_flags_are_parsed_and_reach_rendering() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = berth_trust::keys::generate(b"").unwrap();
+        std::fs::write(dir.path().join("release.pub"), &pair.public_pem).unwrap();
+        let keys = dir.path().to_string_lossy().into_owned();
+        let cli = Cli::try_parse_from([
+            "berth",
+            "--image-pull-secret",
+            "registry-pull",
+            "--image-pull-secret",
+            "mirror-a,mirror-b",
+            "--insecure-registry",
+            "registry.internal:5000",
+            "--require-signature",
+            &keys,
+            "--signed-plugins",
+            "team-*",
+            "--signed-plugins",
+            "calculator",
+            "--resolve-interval-seconds",
+            "60",
+        ])
+        .unwrap();
+        let config = cli.config;
+        assert_eq!(
+            config.render_options().image_pull_secrets,
+            ["registry-pull", "mirror-a", "mirror-b"]
+        );
+        let supply = config
+            .supply_chain()
+            .unwrap()
+            .expect("digests are pinned by default");
+        assert_eq!(supply.pull_secrets, config.image_pull_secrets);
+        assert_eq!(supply.insecure_registries, ["registry.internal:5000"]);
+        assert_eq!(supply.resolve_interval, Duration::from_secs(60));
+        assert_eq!(supply.policy.keys()[0].name, "release.pub");
+        assert!(supply.policy.requires("team-a") && supply.policy.requires("calculator"));
+        assert!(!supply.policy.requires("hello"));
+    }
+
+    #[test]
+    fn supply_chain_settings_that_cannot_work_are_named() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["berth"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|c| c.config)
+        };
+        let e = parse(&["--signed-plugins", "*"])
+            .unwrap()
+            .supply_chain()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--require-signature KEY.pub") && e.contains("supplyChain.trustedKeys"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let pair = berth_trust::keys::generate(b"").unwrap();
+        std::fs::write(dir.path().join("release.pub"), &pair.public_pem).unwrap();
+        let key = dir
+            .path()
+            .join("release.pub")
+            .to_string_lossy()
+            .into_owned();
+        let e = parse(&["--pin-digests", "false", "--require-signature", &key])
+            .unwrap()
+            .supply_chain()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--pin-digests=true"), "{e}");
+        // A key alone requires every plugin to be signed, as `dev up` does.
+        let all = parse(&["--require-signature", &key])
+            .unwrap()
+            .supply_chain()
+            .unwrap()
+            .unwrap();
+        assert_eq!(all.policy.required(), ["*"]);
+        assert!(
+            parse(&["--pin-digests", "false"])
+                .unwrap()
+                .supply_chain()
+                .unwrap()
+                .is_none()
+        );
+        let e = parse(&["--require-signature", "/nonexistent/release.pub"])
+            .unwrap()
+            .supply_chain()
+            .unwrap_err();
+        assert_eq!(e.metric_label(), "config");
+        assert!(e.to_string().contains("/nonexistent/release.pub"), "{e}");
+        assert!(parse(&["--image-pull-secret", "Registry_Pull"]).is_err());
+        assert!(parse(&["--signed-plugins", "a*b"]).is_err());
+        assert!(parse(&["--resolve-interval-seconds", "1"]).is_err());
     }
 
     #[test]

@@ -23,15 +23,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
+use crate::audit::{ACTOR, AuditRecord, AuditSink, StdoutAudit};
 use crate::metrics::Metrics;
 use crate::plan::{
-    DependencyState, DeploymentView, Plan, PlanInput, Transition, Workload, own_fields, plan,
-    validation_problems,
+    DependencyState, DeploymentView, Notice, Plan, PlanInput, Transition, Workload, own_fields,
+    plan_with_image, validation_problems,
 };
 use crate::render::{
     CONTAINER_NAME, FIELD_MANAGER, MANAGED_BY, PLUGIN_LABEL, RenderOptions, TOKEN_KEY,
     render_token_secret, token_secret_name,
 };
+use crate::supply_chain::{ImageCheck, SupplyChain};
 use crate::{Error, Result};
 
 /// The finalizer the operator puts on every Plugin it manages.
@@ -62,6 +64,10 @@ pub struct Context {
     pub backoff: Backoff,
     /// The clock; tests fix it.
     pub now: fn() -> Timestamp,
+    /// Resolves and verifies plugin images; `None` runs tags as given (`--pin-digests=false`).
+    pub supply_chain: Option<Arc<SupplyChain>>,
+    /// Where supply-chain decisions are recorded besides Events.
+    pub audit: Arc<dyn AuditSink>,
     /// Validation results by plugin UID, for the generation they were computed for.
     validations: Mutex<HashMap<String, CachedValidation>>,
 }
@@ -122,8 +128,41 @@ impl Context {
             grants,
             backoff: Backoff::default(),
             now: Timestamp::now,
+            supply_chain: None,
+            audit: Arc::new(StdoutAudit),
             validations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Resolves image tags to digests and verifies them with `supply_chain`.
+    pub fn with_supply_chain(mut self, supply_chain: Option<Arc<SupplyChain>>) -> Self {
+        self.supply_chain = supply_chain;
+        self
+    }
+
+    /// Writes audit records to `audit`.
+    pub fn with_audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// What the registry says about `plugin`'s image; `None` when digests are not resolved.
+    async fn check_image(&self, plugin: &Plugin, valid: bool) -> Result<Option<ImageCheck>> {
+        let Some(supply_chain) = &self.supply_chain else {
+            return Ok(None);
+        };
+        if !valid {
+            let required = supply_chain.options().policy.requires(plugin.name());
+            return Ok(Some(ImageCheck::skipped(
+                plugin,
+                required,
+                "the spec is not valid; the image is checked once it is",
+            )));
+        }
+        supply_chain
+            .check(&self.client, plugin, (self.now)())
+            .await
+            .map(Some)
     }
 }
 
@@ -246,16 +285,20 @@ async fn apply(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action> {
         .collect();
 
     let validation = ctx.validation(&plugin);
-    let mut plan = plan(PlanInput {
-        plugin: &plugin,
-        grants: &grant_refs,
-        dependencies: &dependencies,
-        deployment: view.as_ref(),
-        now: (ctx.now)(),
-        auto_approve: ctx.auto_approve,
-        options: &ctx.render,
-        validation: Some(&validation),
-    });
+    let check = ctx.check_image(&plugin, validation.is_empty()).await?;
+    let mut plan = plan_with_image(
+        PlanInput {
+            plugin: &plugin,
+            grants: &grant_refs,
+            dependencies: &dependencies,
+            deployment: view.as_ref(),
+            now: (ctx.now)(),
+            auto_approve: ctx.auto_approve,
+            options: &ctx.render,
+            validation: Some(&validation),
+        },
+        check.as_ref(),
+    );
     if let Some(revision) = plan.digest_wanted
         && let Some(digest) = pod_digest(&ctx.client, &namespace, &name, revision).await?
     {
@@ -278,7 +321,15 @@ async fn apply(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action> {
         )
         .await?;
     }
-    Ok(Action::requeue(plan.requeue_after))
+    let mut requeue = plan.requeue_after;
+    if let Some(recheck) = ctx
+        .supply_chain
+        .as_ref()
+        .and_then(|s| s.recheck_after(&plugin))
+    {
+        requeue = requeue.min(recheck);
+    }
+    Ok(Action::requeue(requeue))
 }
 
 /// The digest (`sha256:HEX`) of the credential of `revision`: read from its Secret when one
@@ -339,8 +390,41 @@ async fn report(plugin: &Plugin, ctx: &Context, plan: &Plan) -> Result<()> {
     if let Some(t) = &plan.transition {
         publish(ctx, plugin, t).await;
     }
+    if let Some(notice) = &plan.notice {
+        record(ctx, plugin, notice).await;
+    }
     ctx.metrics.set_phase(&key_of(plugin), plan.status.phase);
     Ok(())
+}
+
+/// Publishes a supply-chain decision as an Event and writes it as an audit record.
+async fn record(ctx: &Context, plugin: &Plugin, notice: &Notice) {
+    publish(
+        ctx,
+        plugin,
+        &Transition {
+            warning: notice.warning,
+            reason: notice.reason.clone(),
+            note: notice.note.clone(),
+        },
+    )
+    .await;
+    let now = (ctx.now)();
+    ctx.audit.record(AuditRecord {
+        time: Timestamp::from_second(now.as_second())
+            .unwrap_or(now)
+            .to_string(),
+        actor: ACTOR.into(),
+        plugin: plugin.name_any(),
+        type_: notice.audit_type.into(),
+        outcome: notice.outcome.into(),
+        details: notice.details.clone(),
+    });
+    if notice.warning {
+        warn!(plugin = %key_of(plugin), reason = %notice.reason, "{}", notice.note);
+    } else {
+        info!(plugin = %key_of(plugin), reason = %notice.reason, "{}", notice.note);
+    }
 }
 
 async fn publish(ctx: &Context, plugin: &Plugin, t: &Transition) {
@@ -488,6 +572,9 @@ async fn cleanup(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action> {
     .await;
     ctx.metrics.set_phase(&key_of(plugin.as_ref()), None);
     ctx.forget(&plugin);
+    if let Some(supply_chain) = &ctx.supply_chain {
+        supply_chain.forget(&plugin);
+    }
     info!(plugin = %key_of(plugin.as_ref()), "cleaned up");
     Ok(Action::await_change())
 }

@@ -73,6 +73,10 @@ pub enum Error {
     /// The operating system's random source failed while minting a plugin credential.
     #[error("minting a plugin credential: {0}")]
     Random(#[source] std::io::Error),
+
+    /// The operator's flags cannot work together, or a file they name cannot be read.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Error {
@@ -94,6 +98,7 @@ impl Error {
             Error::Metrics(_) => "metrics",
             Error::Connect(_) => "connect",
             Error::Random(_) => "random",
+            Error::Config(_) => "config",
         }
     }
 }

@@ -15,9 +15,11 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle};
 
+use crate::audit::MemoryAudit;
 use crate::controller::{Backoff, Context};
 use crate::metrics::Metrics;
 use crate::render::RenderOptions;
+use crate::supply_chain::SupplyChain;
 
 /// The fixed "now" of every scenario.
 pub const NOW: &str = "2026-03-01T12:00:00Z";
@@ -230,20 +232,34 @@ impl Caches {
 }
 
 impl Context {
-    /// A context on a mocked API server with empty caches, a fixed clock and default options.
+    /// A context on a mocked API server with empty caches, a fixed clock and default options;
+    /// digests are not resolved.
     pub fn test() -> (Arc<Self>, ApiServerVerifier, Caches) {
+        let (ctx, verifier, caches, _) = Self::test_with(None, RenderOptions::default());
+        (ctx, verifier, caches)
+    }
+
+    /// Like [`Self::test`], resolving and verifying images with `supply_chain` and rendering
+    /// with `render`; audit records are kept in the returned [`MemoryAudit`].
+    pub fn test_with(
+        supply_chain: Option<Arc<SupplyChain>>,
+        render: RenderOptions,
+    ) -> (Arc<Self>, ApiServerVerifier, Caches, Arc<MemoryAudit>) {
         let (client, verifier) = mock_client();
         let (plugins, plugin_writer) = reflector::store();
         let (grants, grant_writer) = reflector::store();
+        let audit = Arc::new(MemoryAudit::default());
         let mut ctx = Context::new(
             client,
             Arc::new(Metrics::new().unwrap()),
             berth_api::RiskTier::Low,
-            RenderOptions::default(),
+            render,
             plugins,
             grants,
             Some("test".into()),
-        );
+        )
+        .with_supply_chain(supply_chain)
+        .with_audit(audit.clone());
         ctx.now = now;
         ctx.backoff = Backoff::default();
         (
@@ -253,8 +269,57 @@ impl Context {
                 plugins: plugin_writer,
                 grants: grant_writer,
             },
+            audit,
         )
     }
+}
+
+/// Validates `objects` against the Kubernetes 1.33 schemas in strict mode with
+/// `kubernetes-validate` (PyPI), as `tests/kubernetes_validate.rs` does for `berth render`.
+/// Skipped, saying so, when the tool is missing, unless `CI` is set.
+pub fn kubernetes_validate(objects: &[Value]) {
+    let works = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut command = if works("kubernetes-validate", &[]) {
+        std::process::Command::new("kubernetes-validate")
+    } else if works("python3", &["-m", "kubernetes_validate"]) {
+        let mut c = std::process::Command::new("python3");
+        c.args(["-m", "kubernetes_validate"]);
+        c
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubernetes-validate is not installed (pip install kubernetes-validate) and CI is set"
+        );
+        eprintln!("SKIPPED: kubernetes-validate is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        let path = dir.path().join(format!("object-{i}.yaml"));
+        std::fs::write(&path, serde_yaml::to_string(object).unwrap()).unwrap();
+        files.push(path);
+    }
+    let output = command
+        .args(["--strict", "--kubernetes-version", "1.33.0", "--quiet"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && !report.contains("ERROR"),
+        "kubernetes-validate rejected objects:\n{report}"
+    );
 }
 
 impl crate::benchmark::BenchmarkContext {

@@ -2,12 +2,14 @@
 //!
 //! The split follows "pure core, thin adapters": [`render`] turns a plugin into Kubernetes
 //! objects, [`approval`] and [`plan`] decide what should run and what the status says, all
-//! without a client; [`controller`] and [`grants`] read the cluster, carry the plan out and
-//! report. [`run`] wires them into the `berth operator` process with metrics, health
-//! endpoints and leader election.
+//! without a client; [`supply_chain`] asks registries which digest an image names and who
+//! signed it; [`controller`] and [`grants`] read the cluster, carry the plan out and report.
+//! [`run`] wires them into the `berth operator` process with metrics, health endpoints and
+//! leader election.
 #![forbid(unsafe_code)]
 
 pub use berth_api::approval;
+pub mod audit;
 pub mod benchmark;
 pub mod config;
 pub mod controller;
@@ -21,6 +23,7 @@ pub mod plan;
 mod process;
 pub mod render;
 pub mod server;
+pub mod supply_chain;
 pub mod template;
 
 #[cfg(test)]

@@ -8,17 +8,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_api::{
-    Condition, ConditionStatus, Permissions, Phase, Plugin, PluginCredential, PluginGrant,
-    PluginStatus, Revision, RevisionOutcome, RiskTier, validate_plugin,
+    Condition, ConditionStatus, ImageVerification, Permissions, Phase, Plugin, PluginCredential,
+    PluginGrant, PluginStatus, Revision, RevisionOutcome, RiskTier, validate_plugin,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::approval::{Approval, decide, describe_missing};
+use crate::audit::types as audit_types;
 use crate::render::{
     CREDENTIAL_ANNOTATION, PERMISSIONS_ANNOTATION, REVISION_ANNOTATION, RenderInput, RenderOptions,
     Rendered, RevisionToRun, endpoint, render,
 };
+use crate::supply_chain::{CheckOutcome, ImageCheck, reasons};
 
 /// Condition: the spec passed `berth-api` validation.
 pub const VALIDATED: &str = "Validated";
@@ -30,6 +32,15 @@ pub const DEPENDENCIES_READY: &str = "DependenciesReady";
 pub const AVAILABLE: &str = "Available";
 /// Condition: a rollout is under way.
 pub const PROGRESSING: &str = "Progressing";
+/// Condition: the image resolved to a digest and, where the policy requires it, carries a
+/// trusted signature whose manifest covers the applied permissions. Only while digests are
+/// resolved (`--pin-digests`).
+pub const VERIFIED: &str = "Verified";
+
+/// `Progressing` reason: the image was refused, so no new revision starts.
+pub const IMAGE_REFUSED: &str = "ImageRefused";
+/// `Progressing` reason: the image could not be checked, so no new revision starts.
+pub const IMAGE_NOT_CHECKED: &str = "ImageNotChecked";
 
 /// Revisions kept in the status, newest last.
 pub const MAX_REVISIONS: usize = 10;
@@ -37,6 +48,8 @@ pub const MAX_REVISIONS: usize = 10;
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Look again this often while a rollout is under way.
 pub const ROLLOUT_POLL: Duration = Duration::from_secs(30);
+/// Ask the registry again this soon after it could not answer.
+pub const CHECK_RETRY: Duration = Duration::from_secs(60);
 
 /// The part of a Plugin's status the Plugin reconciler writes: all of it but `performance`
 /// (written by the benchmark controller) and `liveTier` (written by the gateway), each under
@@ -171,6 +184,24 @@ pub struct Transition {
     pub note: String,
 }
 
+/// A supply-chain decision to publish as an Event and write as an audit record, when the
+/// result of the image check changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// Warning for refusals and failures.
+    pub warning: bool,
+    /// CamelCase reason, e.g. `SignatureVerified`, `Unsigned`, `RegistryUnreachable`.
+    pub reason: String,
+    /// What was decided, about which image, and the fix.
+    pub note: String,
+    /// Audit record type ([`crate::audit::types`]).
+    pub audit_type: &'static str,
+    /// `success`, `denied` or `failure`.
+    pub outcome: &'static str,
+    /// Audit details: image, digest, revision, signer.
+    pub details: serde_json::Value,
+}
+
 /// The outcome of planning.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -191,6 +222,8 @@ pub struct Plan {
     /// Revisions whose pods are gone: their Secrets are deleted once the status without
     /// their digests is written.
     pub stale_credentials: Vec<i64>,
+    /// The image check's result changed: an Event and an audit record.
+    pub notice: Option<Notice>,
 }
 
 impl Plan {
@@ -308,11 +341,269 @@ pub fn validation_problems(plugin: &Plugin) -> Vec<String> {
     problems
 }
 
-/// Plans one reconcile. Pure and deterministic for a given input.
+/// Plans one reconcile without a supply-chain check: tags run as given (`berth render`,
+/// `--pin-digests=false`). Pure and deterministic for a given input.
 pub fn plan(input: PlanInput<'_>) -> Plan {
-    let mut plan = plan_workload(input);
+    plan_with_image(input, None)
+}
+
+/// Plans one reconcile with what the registry said about `spec.image` (`None`: digests are
+/// not resolved). A revision is an (image, version, digest) triple: a tag that names a new
+/// digest is a new revision, approved and rolled out like any other, while the old one keeps
+/// serving. A refused image, or a new one that could not be checked, starts nothing and
+/// stops nothing. Pure and deterministic for a given input.
+pub fn plan_with_image(input: PlanInput<'_>, check: Option<&ImageCheck>) -> Plan {
+    let mut plan = plan_workload(input, check);
     plan_credentials(&mut plan, input);
+    if let Some(check) = check {
+        plan_verification(&mut plan, input, check);
+    }
     plan
+}
+
+/// `status.verification`, the `Verified` condition (after `Validated`), the Notice when the
+/// result changed, and a sooner look when the registry could not answer.
+fn plan_verification(plan: &mut Plan, input: PlanInput<'_>, check: &ImageCheck) {
+    let previous = input.plugin.status.as_ref();
+    let before = previous.and_then(|s| s.verification.as_ref());
+    let stamp = Timestamp::from_second(input.now.as_second())
+        .unwrap_or(input.now)
+        .to_string();
+    let verification = match verification_of(check) {
+        None => before.cloned(),
+        Some(mut v) => {
+            v.checked_at = match before {
+                Some(b) if same_result(b, &v) => b.checked_at.clone(),
+                _ => Some(stamp),
+            };
+            Some(v)
+        }
+    };
+    let verified = merge_conditions(
+        previous
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
+        vec![verified_condition(check)],
+        input.now,
+        input.plugin.metadata.generation,
+    );
+    let at = plan
+        .status
+        .conditions
+        .iter()
+        .position(|c| c.type_ == VALIDATED)
+        .map_or(0, |i| i + 1);
+    for (offset, c) in verified.into_iter().enumerate() {
+        plan.status.conditions.insert(at + offset, c);
+    }
+    let changed = match (&verification, before) {
+        (Some(v), Some(b)) => !same_result(b, v),
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if changed && !matches!(check.outcome, CheckOutcome::Skipped { .. }) {
+        plan.notice = Some(notice(check, &plan.status, input.plugin));
+    }
+    plan.status.verification = verification;
+    if matches!(check.outcome, CheckOutcome::Unknown { .. }) {
+        plan.requeue_after = plan.requeue_after.min(CHECK_RETRY);
+    }
+}
+
+/// Equal but for when it was checked.
+fn same_result(a: &ImageVerification, b: &ImageVerification) -> bool {
+    ImageVerification {
+        checked_at: None,
+        ..a.clone()
+    } == ImageVerification {
+        checked_at: None,
+        ..b.clone()
+    }
+}
+
+/// What `status.verification` says about a check; `None` for one that was not made.
+fn verification_of(check: &ImageCheck) -> Option<ImageVerification> {
+    let base = ImageVerification {
+        image: check.image.clone(),
+        digest: check.digest().map(str::to_string),
+        signature_required: check.signature_required,
+        verified: ConditionStatus::Unknown,
+        signed_by: None,
+        reason: None,
+        message: None,
+        checked_at: None,
+    };
+    Some(match &check.outcome {
+        CheckOutcome::Accepted { signature, .. } => ImageVerification {
+            verified: ConditionStatus::True,
+            signed_by: signature.as_ref().map(|s| s.key.clone()),
+            message: Some(verified_condition(check).message),
+            ..base
+        },
+        CheckOutcome::Refused {
+            reason, message, ..
+        } => ImageVerification {
+            verified: ConditionStatus::False,
+            reason: Some(reason.clone()),
+            message: Some(message.clone()),
+            ..base
+        },
+        CheckOutcome::Unknown {
+            reason, message, ..
+        } => ImageVerification {
+            reason: Some(reason.clone()),
+            message: Some(message.clone()),
+            ..base
+        },
+        CheckOutcome::Skipped { .. } => return None,
+    })
+}
+
+/// The `Verified` condition of a check.
+fn verified_condition(check: &ImageCheck) -> Cond {
+    match &check.outcome {
+        CheckOutcome::Accepted {
+            digest,
+            signature: Some(s),
+        } => cond(
+            VERIFIED,
+            ConditionStatus::True,
+            reasons::SIGNED,
+            format!(
+                "{} is signed by {} ({}) and its signed dev.berth.manifest covers spec.permissions",
+                pinned(&check.image, Some(digest)),
+                s.key,
+                s.fingerprint
+            ),
+        ),
+        CheckOutcome::Accepted {
+            digest,
+            signature: None,
+        } => cond(
+            VERIFIED,
+            ConditionStatus::True,
+            reasons::DIGEST_RESOLVED,
+            format!(
+                "spec.image {} is {digest} and runs pinned to it; this plugin need not be signed",
+                check.image
+            ),
+        ),
+        CheckOutcome::Refused {
+            reason, message, ..
+        } => cond(VERIFIED, ConditionStatus::False, reason, message.clone()),
+        CheckOutcome::Unknown {
+            reason, message, ..
+        } => cond(VERIFIED, ConditionStatus::Unknown, reason, message.clone()),
+        CheckOutcome::Skipped { message } => cond(
+            VERIFIED,
+            ConditionStatus::Unknown,
+            reasons::NOT_CHECKED,
+            message.clone(),
+        ),
+    }
+}
+
+/// The Event and audit record of a changed check result.
+fn notice(check: &ImageCheck, status: &PluginStatus, plugin: &Plugin) -> Notice {
+    let digest = check.digest();
+    let revision = digest.and_then(|d| {
+        status
+            .revisions
+            .iter()
+            .rev()
+            .find(|r| {
+                r.image_digest.as_deref() == Some(d)
+                    && r.image.as_deref() == Some(check.image.as_str())
+            })
+            .map(|r| r.revision)
+    });
+    let mut details = serde_json::json!({
+        "namespace": plugin.metadata.namespace,
+        "image": check.image,
+        "digest": digest,
+        "revision": revision,
+        "signatureRequired": check.signature_required,
+    });
+    let (warning, reason, note, audit_type, outcome) = match &check.outcome {
+        CheckOutcome::Accepted {
+            digest,
+            signature: Some(s),
+        } => {
+            details["signedBy"] = s.key.clone().into();
+            details["fingerprint"] = s.fingerprint.clone().into();
+            (
+                false,
+                "SignatureVerified".to_string(),
+                format!(
+                    "{} is signed by {} and its signed manifest covers spec.permissions{}",
+                    pinned(&check.image, Some(digest)),
+                    s.key,
+                    revision
+                        .map(|n| format!("; revision {n}"))
+                        .unwrap_or_default()
+                ),
+                audit_types::SECURITY,
+                "success",
+            )
+        }
+        CheckOutcome::Accepted {
+            digest,
+            signature: None,
+        } => (
+            false,
+            "ImagePinned".to_string(),
+            format!(
+                "spec.image {} resolved to {digest}{}",
+                check.image,
+                revision
+                    .map(|n| format!("; revision {n} runs it pinned"))
+                    .unwrap_or_default()
+            ),
+            audit_types::LIFECYCLE,
+            "success",
+        ),
+        CheckOutcome::Refused {
+            reason, message, ..
+        } => {
+            details["reason"] = reason.clone().into();
+            details["message"] = message.clone().into();
+            (
+                true,
+                reason.clone(),
+                message.clone(),
+                audit_types::SECURITY,
+                "denied",
+            )
+        }
+        CheckOutcome::Unknown {
+            reason, message, ..
+        } => {
+            details["reason"] = reason.clone().into();
+            details["message"] = message.clone().into();
+            (
+                true,
+                reason.clone(),
+                message.clone(),
+                audit_types::LIFECYCLE,
+                "failure",
+            )
+        }
+        CheckOutcome::Skipped { message } => (
+            false,
+            reasons::NOT_CHECKED.to_string(),
+            message.clone(),
+            audit_types::LIFECYCLE,
+            "failure",
+        ),
+    };
+    Notice {
+        warning,
+        reason,
+        note,
+        audit_type,
+        outcome,
+        details,
+    }
 }
 
 /// Which credentials the pods may carry. The applied revision's is wanted; while a rollout
@@ -349,7 +640,7 @@ fn plan_credentials(plan: &mut Plan, input: PlanInput<'_>) {
         .collect();
 }
 
-fn plan_workload(input: PlanInput<'_>) -> Plan {
+fn plan_workload(input: PlanInput<'_>, check: Option<&ImageCheck>) -> Plan {
     let PlanInput {
         plugin,
         grants,
@@ -419,11 +710,149 @@ fn plan_workload(input: PlanInput<'_>) -> Plan {
         "the spec is valid",
     );
 
-    // The revision the spec asks for: a new one whenever image or version change.
-    let desired_index = match status.revisions.last() {
-        Some(last)
-            if last.image.as_deref() == Some(&spec.image) && last.version == spec.version =>
+    // Approval of what the spec asks for now.
+    let granted_cond = match &decision.approval {
+        Approval::AutoApproved => cond(
+            PERMISSIONS_GRANTED,
+            ConditionStatus::True,
+            "AutoApproved",
+            format!(
+                "risk {} ({}) is at or under the auto-approve tier {}",
+                decision.risk.tier, decision.risk.score, auto_approve
+            ),
+        ),
+        Approval::Granted { grants } => cond(
+            PERMISSIONS_GRANTED,
+            ConditionStatus::True,
+            "Granted",
+            format!("covered by PluginGrant {}", grants.join(", ")),
+        ),
+        Approval::NotApproved { .. } => cond(
+            PERMISSIONS_GRANTED,
+            ConditionStatus::False,
+            "ApprovalRequired",
+            "",
+        ),
+    };
+    let mut requeue = RESYNC;
+    if let Some(expiry) = decision.next_expiry {
+        requeue = requeue.min(until(now, expiry));
+    }
+
+    let deps = dependency_condition(plugin, dependencies);
+    let deps_ready = deps.status == ConditionStatus::True;
+
+    // An image that was refused, or whose new reference could not be checked, starts nothing
+    // and stops nothing: what runs keeps running (unless its own grant is gone).
+    let same_spec = status.revisions.last().is_some_and(|last| {
+        last.image.as_deref() == Some(&spec.image) && last.version == spec.version
+    });
+    let blocked = match check.map(|c| &c.outcome) {
+        Some(CheckOutcome::Refused { message, .. }) => Some((ConditionStatus::False, message)),
+        Some(CheckOutcome::Unknown { message, .. } | CheckOutcome::Skipped { message })
+            if !same_spec =>
         {
+            Some((ConditionStatus::Unknown, message))
+        }
+        _ => None,
+    };
+    if let Some((verdict, why)) = blocked {
+        // A Deployment without the permissions annotation is judged by the spec's request:
+        // a failed check must not be what stops it.
+        let serving_approved = deployment.is_some_and(|d| {
+            let old = d.permissions.as_ref().unwrap_or(&spec.permissions);
+            let old_decision = decide(old, &spec.hooks, grants, now, auto_approve);
+            if let Some(expiry) = old_decision.next_expiry {
+                requeue = requeue.min(until(now, expiry));
+            }
+            old_decision.approval.is_approved()
+        });
+        let serving_revision = deployment.and_then(|d| d.revision);
+        let (workload, tail) = match deployment {
+            None => (Workload::Nothing, "; nothing runs".to_string()),
+            Some(_) if !spec.enabled => (
+                Workload::Remove,
+                "; spec.enabled is false, so the running revision was stopped".to_string(),
+            ),
+            Some(_) if !serving_approved => (
+                Workload::Remove,
+                "; the running revision was stopped: its permissions are no longer granted"
+                    .to_string(),
+            ),
+            Some(_) => (
+                Workload::Keep,
+                match serving_revision {
+                    Some(n) => format!("; revision {n} keeps serving"),
+                    None => "; the running revision keeps serving".to_string(),
+                },
+            ),
+        };
+        let keeps = matches!(workload, Workload::Keep);
+        if keeps {
+            status.endpoint = Some(endpoint(plugin, options));
+            status.image_digest = serving_digest(&status.revisions, serving_revision);
+        }
+        status.phase = Some(if !spec.enabled {
+            Phase::Disabled
+        } else if keeps && available.status == ConditionStatus::True {
+            Phase::Degraded
+        } else if verdict == ConditionStatus::False {
+            Phase::Failed
+        } else {
+            Phase::Pending
+        });
+        let available = if keeps {
+            available
+        } else {
+            cond(
+                AVAILABLE,
+                ConditionStatus::False,
+                if deployment.is_some() {
+                    "Stopped"
+                } else {
+                    "NotDeployed"
+                },
+                "no pod of this plugin runs",
+            )
+        };
+        let reason = if verdict == ConditionStatus::False {
+            IMAGE_REFUSED
+        } else {
+            IMAGE_NOT_CHECKED
+        };
+        let conditions = vec![
+            validated,
+            not_approved_message(granted_cond, &decision.approval),
+            deps,
+            available,
+            cond(
+                PROGRESSING,
+                ConditionStatus::False,
+                reason,
+                format!("no new revision starts: {why}{tail}"),
+            ),
+        ];
+        return finish(
+            plugin, &previous, status, conditions, workload, now, requeue, None,
+        );
+    }
+
+    // The revision the spec asks for: a new one whenever the image, the version or the
+    // digest the image's tag names changes.
+    let accepted = check.and_then(ImageCheck::accepted_digest);
+    let desired_index = match status.revisions.last_mut() {
+        Some(last)
+            if last.image.as_deref() == Some(&spec.image)
+                && last.version == spec.version
+                && match (accepted, last.image_digest.as_deref()) {
+                    (Some(now), Some(before)) => now == before,
+                    _ => true,
+                } =>
+        {
+            // A revision from before digests were resolved learns its digest.
+            if last.image_digest.is_none() {
+                last.image_digest = accepted.map(str::to_string);
+            }
             status.revisions.len() - 1
         }
         last => {
@@ -432,7 +861,9 @@ fn plan_workload(input: PlanInput<'_>) -> Plan {
                 revision: number,
                 version: spec.version.clone(),
                 image: Some(spec.image.clone()),
-                image_digest: digest_of(&spec.image),
+                image_digest: accepted
+                    .map(str::to_string)
+                    .or_else(|| digest_of(&spec.image)),
                 outcome: RevisionOutcome::Progressing,
                 message: None,
             });
@@ -478,41 +909,19 @@ fn plan_workload(input: PlanInput<'_>) -> Plan {
             ),
             version: r.version.clone(),
         })
+    } else if check.is_some() {
+        // Digests are resolved: the revision runs the digest it was checked as.
+        Some(RevisionToRun {
+            number: desired_number,
+            image: pinned(
+                &spec.image,
+                status.revisions[desired_index].image_digest.as_deref(),
+            ),
+            version: spec.version.clone(),
+        })
     } else {
         Some(RevisionToRun::of_spec(plugin, desired_number))
     };
-
-    // Approval of what the spec asks for now.
-    let granted_cond = match &decision.approval {
-        Approval::AutoApproved => cond(
-            PERMISSIONS_GRANTED,
-            ConditionStatus::True,
-            "AutoApproved",
-            format!(
-                "risk {} ({}) is at or under the auto-approve tier {}",
-                decision.risk.tier, decision.risk.score, auto_approve
-            ),
-        ),
-        Approval::Granted { grants } => cond(
-            PERMISSIONS_GRANTED,
-            ConditionStatus::True,
-            "Granted",
-            format!("covered by PluginGrant {}", grants.join(", ")),
-        ),
-        Approval::NotApproved { .. } => cond(
-            PERMISSIONS_GRANTED,
-            ConditionStatus::False,
-            "ApprovalRequired",
-            "",
-        ),
-    };
-    let mut requeue = RESYNC;
-    if let Some(expiry) = decision.next_expiry {
-        requeue = requeue.min(until(now, expiry));
-    }
-
-    let deps = dependency_condition(plugin, dependencies);
-    let deps_ready = deps.status == ConditionStatus::True;
 
     if !spec.enabled {
         status.phase = Some(Phase::Disabled);
@@ -943,6 +1352,7 @@ fn finish(
         digest_wanted: None,
         credential_wanted: None,
         stale_credentials: Vec::new(),
+        notice: None,
     }
 }
 
@@ -1006,7 +1416,14 @@ fn transition(
         .conditions
         .iter()
         .any(|c| c.type_ == VALIDATED && c.status == ConditionStatus::False);
-    let key = if phase == Phase::Failed && !failed_validation {
+    // A plugin held back by its image says why in Progressing, whatever its phase.
+    let held_by_image = status.conditions.iter().any(|c| {
+        c.type_ == PROGRESSING
+            && matches!(c.reason.as_deref(), Some(IMAGE_REFUSED | IMAGE_NOT_CHECKED))
+    });
+    let key = if (phase == Phase::Failed && !failed_validation)
+        || (held_by_image && phase != Phase::Disabled)
+    {
         PROGRESSING
     } else {
         key

@@ -17,6 +17,7 @@ use crate::grants::{self, GrantContext};
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
+use crate::supply_chain::SupplyChain;
 use crate::{Error, Result};
 
 /// Fails with a clear message when the Plugin, PluginGrant or PluginBenchmark CRD is not
@@ -67,6 +68,19 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// Runs the operator until SIGINT/SIGTERM, or until leadership is lost (then it exits with an
 /// error so the pod restarts and competes again).
 pub async fn run(config: Config) -> Result<()> {
+    // Keys and flags are checked before anything connects: a bad key fails the start.
+    let supply_chain = config
+        .supply_chain()?
+        .map(|o| Arc::new(SupplyChain::new(o)));
+    match &supply_chain {
+        Some(s) => info!(
+            pull_secrets = ?s.options().pull_secrets,
+            trusted_keys = s.options().policy.keys().len(),
+            signed_plugins = ?s.options().policy.required(),
+            "image tags are resolved to digests"
+        ),
+        None => warn!("--pin-digests=false: plugin images run by tag, unverified"),
+    }
     let client = Client::try_default().await.map_err(Error::Connect)?;
     check_crds(&client, config.namespace.as_deref()).await?;
     let metrics = Arc::new(Metrics::new()?);
@@ -118,7 +132,15 @@ pub async fn run(config: Config) -> Result<()> {
                 });
             }
             health.set_leader(true);
-            run_controllers(client, &config, metrics, Some(identity), stop_rx).await;
+            run_controllers(
+                client,
+                &config,
+                metrics,
+                supply_chain,
+                Some(identity),
+                stop_rx,
+            )
+            .await;
         }
     };
     let mut work = tokio::spawn(work);
@@ -158,6 +180,7 @@ pub async fn run_controllers(
     client: Client,
     config: &Config,
     metrics: Arc<Metrics>,
+    supply_chain: Option<Arc<SupplyChain>>,
     instance: Option<String>,
     stop: watch::Receiver<bool>,
 ) {
@@ -172,15 +195,18 @@ pub async fn run_controllers(
         |plugins, grants| {
             let _ = store_tx.send(plugins.clone());
             let _ = bench_store_tx.send(plugins.clone());
-            Arc::new(Context::new(
-                client.clone(),
-                metrics.clone(),
-                config.auto_approve_tier,
-                config.render_options(),
-                plugins,
-                grants,
-                instance,
-            ))
+            Arc::new(
+                Context::new(
+                    client.clone(),
+                    metrics.clone(),
+                    config.auto_approve_tier,
+                    config.render_options(),
+                    plugins,
+                    grants,
+                    instance,
+                )
+                .with_supply_chain(supply_chain),
+            )
         },
         stopped(stop.clone()),
     );

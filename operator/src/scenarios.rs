@@ -1513,3 +1513,1008 @@ async fn the_leader_renews_and_releases_its_lease() {
     );
     assert_eq!(seen[3].body["spec"].get("holderIdentity"), None);
 }
+
+/// Digest pinning and signatures against a real registry (Debian's docker-registry on
+/// 127.0.0.1, with and without htpasswd) and the mocked API server.
+mod supply_chain {
+    use std::collections::BTreeMap;
+
+    use berth_api::{ImageVerification, SecretRef};
+    use berth_contract::protocol::MANIFEST_LABEL;
+    use berth_trust::testing::TestRegistry;
+    use berth_trust::{Policy, Signer, TrustedKey, keys};
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::runtime::controller::Action;
+
+    use super::*;
+    use crate::audit::{MemoryAudit, types};
+    use crate::fixtures::{ApiServerVerifier, Caches, kubernetes_validate};
+    use crate::plan::{
+        AVAILABLE, CHECK_RETRY, IMAGE_NOT_CHECKED, IMAGE_REFUSED, ROLLOUT_POLL, VERIFIED,
+    };
+    use crate::render::RenderOptions;
+    use crate::supply_chain::{SupplyChain, SupplyChainOptions};
+
+    const PULL: &str = "registry-pull";
+
+    fn options(
+        pull_secrets: &[&str],
+        trusted: &[(&str, &str)],
+        require: &[&str],
+    ) -> SupplyChainOptions {
+        let keys = trusted
+            .iter()
+            .map(|(name, pem)| TrustedKey::from_pem(name, pem).unwrap())
+            .collect();
+        SupplyChainOptions {
+            pull_secrets: pull_secrets.iter().map(|s| s.to_string()).collect(),
+            insecure_registries: vec![],
+            policy: Policy::new(keys, require.iter().map(|s| s.to_string()).collect()).unwrap(),
+            resolve_interval: Duration::from_secs(300),
+        }
+    }
+
+    /// A context resolving with `supply`; plugin pods get its pull secrets.
+    fn context(
+        supply: &Arc<SupplyChain>,
+    ) -> (Arc<Context>, ApiServerVerifier, Caches, Arc<MemoryAudit>) {
+        let render = RenderOptions {
+            image_pull_secrets: supply.options().pull_secrets.clone(),
+            ..RenderOptions::default()
+        };
+        Context::test_with(Some(supply.clone()), render)
+    }
+
+    /// The label `berth build` gives an image built from `p`'s manifest.
+    fn labels_of(p: &Plugin) -> BTreeMap<String, String> {
+        let manifest = json!({
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "Plugin",
+            "metadata": {"name": p.name()},
+            "spec": p.spec,
+        });
+        BTreeMap::from([(
+            MANIFEST_LABEL.to_string(),
+            serde_yaml::to_string(&manifest).unwrap(),
+        )])
+    }
+
+    fn status_patch(p: &Plugin) -> Expect {
+        Expect::new(
+            Method::PATCH,
+            format!("{PLUGINS}/{}/status", p.name()),
+            Reply::WithStatus(plugin_json(p)),
+        )
+    }
+
+    fn get_deployment(name: &str, reply: Reply) -> Expect {
+        Expect::new(Method::GET, format!("{DEPLOY}/{name}"), reply)
+    }
+
+    /// `(reason, type)` of every Event published, in order.
+    fn events(seen: &[Seen]) -> Vec<(String, String)> {
+        seen.iter()
+            .filter(|s| s.path.ends_with("/events"))
+            .map(|s| {
+                (
+                    s.body["reason"].as_str().unwrap_or_default().to_string(),
+                    s.body["type"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn note_of<'a>(seen: &'a [Seen], reason: &str) -> &'a str {
+        seen.iter()
+            .find(|s| s.path.ends_with("/events") && s.body["reason"] == reason)
+            .and_then(|s| s.body["note"].as_str())
+            .unwrap_or_else(|| panic!("no {reason} Event"))
+    }
+
+    /// Nothing but the status and Events was written: the workload is left as it was.
+    fn workload_untouched(seen: &[Seen]) {
+        for s in seen {
+            let allowed = s.method == Method::GET
+                || (s.method == Method::PATCH && s.path.ends_with("/status"))
+                || (s.method == Method::POST && s.path.ends_with("/events"));
+            assert!(allowed, "the workload was touched: {} {}", s.method, s.path);
+        }
+    }
+
+    fn image_of(deployment: &Value) -> &str {
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+    }
+
+    fn verification(status: &PluginStatus) -> &ImageVerification {
+        status.verification.as_ref().expect("status.verification")
+    }
+
+    /// The Verified condition, which follows Validated.
+    fn verified(status: &PluginStatus) -> &berth_api::Condition {
+        let at = status
+            .conditions
+            .iter()
+            .position(|c| c.type_ == VALIDATED)
+            .unwrap();
+        let c = &status.conditions[at + 1];
+        assert_eq!(c.type_, VERIFIED, "Verified follows Validated");
+        c
+    }
+
+    /// `p` serving revision 1 (`image` pinned to `digest`), Ready.
+    fn serving(p: &mut Plugin, image: &str, version: &str, digest: &str) {
+        p.status = Some(PluginStatus {
+            phase: Some(Phase::Ready),
+            image_digest: Some(digest.to_string()),
+            revisions: vec![Revision {
+                revision: 1,
+                version: version.into(),
+                image: Some(image.into()),
+                image_digest: Some(digest.to_string()),
+                outcome: RevisionOutcome::Active,
+                message: None,
+            }],
+            ..PluginStatus::default()
+        });
+    }
+
+    fn sign(reg: &TestRegistry, image: &str, private_pem: &str) -> impl Future<Output = ()> {
+        let signer = Signer::new(reg.access());
+        let key = keys::signer("key", private_pem.as_bytes(), b"").unwrap();
+        let image = image.to_string();
+        async move {
+            signer.sign(&image, key).await.unwrap();
+        }
+    }
+
+    fn any_egress(p: &mut Plugin) {
+        p.spec.permissions.network.egress.push(EgressRule {
+            host: Some("*".into()),
+            cidr: None,
+            ports: vec![443],
+        });
+    }
+
+    #[tokio::test]
+    async fn a_tag_runs_pinned_to_its_digest_and_a_moved_tag_is_a_new_revision() {
+        let reg = TestRegistry::start();
+        let image = format!("{}/berth/calculator:0.1.0", reg.addr);
+        let mut p = plugin("calculator", &image, "0.1.0");
+        let d1 = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&p), "1")
+            .await;
+        let pinned1 = format!("{}/berth/calculator@{d1}", reg.addr);
+        let supply = Arc::new(SupplyChain::new(options(&[], &[], &[])));
+
+        // Resolved once: revision 1 is (image, version, d1) and runs pinned to d1.
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let mut expected = vec![get_deployment("calculator", Reply::Error(404))];
+        expected.extend(workload_applies());
+        expected.extend([status_patch(&p), Expect::event(NS), Expect::event(NS)]);
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        assert_eq!(result.unwrap(), Action::requeue(ROLLOUT_POLL));
+        let sent = body_of(&seen, Method::PATCH, "/deployments/calculator");
+        assert_eq!(image_of(sent), pinned1);
+        kubernetes_validate(std::slice::from_ref(sent));
+        let status = status_of(&seen);
+        assert_eq!(status.revisions.len(), 1);
+        assert_eq!(
+            status.revisions[0].image_digest.as_deref(),
+            Some(d1.as_str())
+        );
+        assert_eq!(status.image_digest.as_deref(), Some(d1.as_str()));
+        let v = verification(&status);
+        assert_eq!(
+            (
+                v.verified,
+                v.digest.as_deref(),
+                v.signature_required,
+                v.signed_by.as_deref()
+            ),
+            (ConditionStatus::True, Some(d1.as_str()), false, None)
+        );
+        assert_eq!(v.checked_at.as_deref(), Some(crate::fixtures::NOW));
+        let c = verified(&status);
+        assert_eq!(
+            (c.status, c.reason.as_deref()),
+            (ConditionStatus::True, Some("DigestResolved"))
+        );
+        assert_eq!(
+            events(&seen),
+            [
+                ("Deploying".into(), "Normal".into()),
+                ("ImagePinned".into(), "Normal".into())
+            ]
+        );
+        assert!(note_of(&seen, "ImagePinned").contains(&d1));
+        let records = audit.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].type_.as_str(), records[0].outcome.as_str()),
+            (types::LIFECYCLE, "success")
+        );
+        assert_eq!(records[0].details["digest"], d1.as_str());
+        assert_eq!(records[0].details["revision"], 1);
+
+        // The tag moves. Within the resolve interval the digest already resolved stands: the
+        // registry is not asked, nothing changes and the status is not written again.
+        let d2 = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&p), "2")
+            .await;
+        assert_ne!(d1, d2);
+        let secret = body_of(&seen, Method::POST, "/secrets").clone();
+        p.status = Some(status.clone());
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let mut expected = vec![
+            get_deployment("calculator", Reply::Error(404)),
+            credential_found("calculator", 1, &secret),
+        ];
+        expected.extend(calculator_applies());
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        assert_eq!(
+            image_of(body_of(&seen, Method::PATCH, "/deployments/calculator")),
+            pinned1
+        );
+        assert!(audit.records().is_empty());
+
+        // Resolved again (a new interval; here a fresh operator): d2 is revision 2, rolled
+        // out pinned while revision 1 serves.
+        let mut status = status;
+        status.phase = Some(Phase::Ready);
+        status.revisions[0].outcome = RevisionOutcome::Active;
+        p.status = Some(status);
+        let supply = Arc::new(SupplyChain::new(options(&[], &[], &[])));
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let mut expected = vec![get_deployment(
+            "calculator",
+            Reply::Json(deployment(
+                "calculator",
+                1,
+                &pinned1,
+                &json!({}),
+                true,
+                false,
+            )),
+        )];
+        expected.extend(credential_issued("calculator", 2));
+        expected.extend(calculator_applies());
+        expected.extend([status_patch(&p), Expect::event(NS), Expect::event(NS)]);
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        let sent = body_of(&seen, Method::PATCH, "/deployments/calculator");
+        assert_eq!(
+            image_of(sent),
+            format!("{}/berth/calculator@{d2}", reg.addr)
+        );
+        assert_eq!(sent["metadata"]["annotations"]["berth.dev/revision"], "2");
+        let status = status_of(&seen);
+        let revisions: Vec<(i64, Option<&str>, RevisionOutcome)> = status
+            .revisions
+            .iter()
+            .map(|r| (r.revision, r.image_digest.as_deref(), r.outcome))
+            .collect();
+        assert_eq!(
+            revisions,
+            [
+                (1, Some(d1.as_str()), RevisionOutcome::Active),
+                (2, Some(d2.as_str()), RevisionOutcome::Progressing)
+            ]
+        );
+        assert_eq!(status.revisions[1].image.as_deref(), Some(image.as_str()));
+        assert_eq!(verification(&status).digest.as_deref(), Some(d2.as_str()));
+        assert_eq!(
+            events(&seen),
+            [
+                ("Deploying".into(), "Normal".into()),
+                ("ImagePinned".into(), "Normal".into())
+            ]
+        );
+        assert!(note_of(&seen, "ImagePinned").contains("revision 2"));
+        assert_eq!(audit.records()[0].details["revision"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_tag_pushed_again_with_wider_permissions_waits_for_approval_while_the_old_digest_serves()
+     {
+        let reg = TestRegistry::start();
+        let image = format!("{}/berth/http-fetch:0.1.0", reg.addr);
+        let mut p = plugin("http-fetch", &image, "0.1.0");
+        any_egress(&mut p);
+        let d1 = reg
+            .push_image("berth/http-fetch:0.1.0", &labels_of(&p), "1")
+            .await;
+        let pinned1 = format!("{}/berth/http-fetch@{d1}", reg.addr);
+        let granted = serde_json::to_value(&p.spec.permissions).unwrap();
+        let old_grant = grant_for(&p);
+
+        // The same tag, pushed again from a berth.yaml that also reads a secret, applied.
+        let mut wider = p.clone();
+        wider.metadata.generation = Some(2);
+        wider.spec.permissions.secrets.push(SecretRef {
+            name: "db".into(),
+            env: "DB_PASSWORD".into(),
+            key: None,
+        });
+        let d2 = reg
+            .push_image("berth/http-fetch:0.1.0", &labels_of(&wider), "2")
+            .await;
+        serving(&mut wider, &image, "0.1.0", &d1);
+        let supply = Arc::new(SupplyChain::new(options(&[], &[], &[])));
+        let (ctx, verifier, mut caches, _) = context(&supply);
+        caches.fill(&[&wider], &[&old_grant]);
+        let serving_deployment =
+            || Reply::Json(deployment("http-fetch", 1, &pinned1, &granted, true, false));
+        let expected = vec![
+            get_deployment("http-fetch", serving_deployment()),
+            status_patch(&wider),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&wider, ctx, verifier, expected).await;
+        result.unwrap();
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::AwaitingApproval));
+        let revisions: Vec<(i64, Option<&str>, RevisionOutcome)> = status
+            .revisions
+            .iter()
+            .map(|r| (r.revision, r.image_digest.as_deref(), r.outcome))
+            .collect();
+        assert_eq!(
+            revisions,
+            [
+                (1, Some(d1.as_str()), RevisionOutcome::Active),
+                (2, Some(d2.as_str()), RevisionOutcome::AwaitingApproval)
+            ]
+        );
+        let granted_cond = condition(&status, PERMISSIONS_GRANTED);
+        assert_eq!(granted_cond.reason.as_deref(), Some("PermissionsWidened"));
+        let message = granted_cond.message.as_deref().unwrap();
+        assert!(message.contains("secret db as $DB_PASSWORD"), "{message}");
+        assert!(message.contains("revision 1 keeps serving"), "{message}");
+        assert_eq!(status.image_digest.as_deref(), Some(d1.as_str()));
+        assert_eq!(condition(&status, AVAILABLE).status, ConditionStatus::True);
+        assert_eq!(
+            events(&seen),
+            [
+                ("AwaitingApproval".into(), "Warning".into()),
+                ("ImagePinned".into(), "Normal".into())
+            ]
+        );
+
+        // Granted: revision 2 rolls out, pinned to d2.
+        let mut approved = wider.clone();
+        approved.status = Some(status);
+        let new_grant = grant_for(&approved);
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&approved], &[&new_grant]);
+        let mut expected = vec![get_deployment("http-fetch", serving_deployment())];
+        expected.extend(credential_issued("http-fetch", 2));
+        expected.extend([
+            Expect::apply(format!("{SA}/http-fetch")),
+            Expect::apply(format!("{SVC}/http-fetch")),
+            Expect::apply(format!("{NETPOL}/http-fetch")),
+            Expect::apply(format!("{DEPLOY}/http-fetch")),
+            status_patch(&approved),
+            Expect::event(NS),
+        ]);
+        let (result, seen) = reconcile_with(&approved, ctx, verifier, expected).await;
+        result.unwrap();
+        let sent = body_of(&seen, Method::PATCH, "/deployments/http-fetch");
+        assert_eq!(
+            image_of(sent),
+            format!("{}/berth/http-fetch@{d2}", reg.addr)
+        );
+        assert_eq!(sent["metadata"]["annotations"]["berth.dev/revision"], "2");
+        assert!(sent.to_string().contains("DB_PASSWORD"));
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Deploying));
+        assert_eq!(status.revisions[1].outcome, RevisionOutcome::Progressing);
+        assert_eq!(events(&seen), [("Deploying".into(), "Normal".into())]);
+        assert!(
+            audit.records().is_empty(),
+            "the digest was announced already"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_image_is_refused_and_nothing_runs() {
+        let reg = TestRegistry::start();
+        let release = keys::generate(b"").unwrap();
+        let image = format!("{}/berth/calculator:0.1.0", reg.addr);
+        let p = plugin("calculator", &image, "0.1.0");
+        let digest = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&p), "1")
+            .await;
+        let supply = Arc::new(SupplyChain::new(options(
+            &[],
+            &[("release.pub", &release.public_pem)],
+            &["*"],
+        )));
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let expected = vec![
+            get_deployment("calculator", Reply::Error(404)),
+            status_patch(&p),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert!(
+            status.revisions.is_empty(),
+            "a refused digest is no revision"
+        );
+        assert_eq!(status.endpoint, None);
+        let c = verified(&status);
+        assert_eq!(
+            (c.status, c.reason.as_deref()),
+            (ConditionStatus::False, Some("Unsigned"))
+        );
+        let message = c.message.as_deref().unwrap();
+        assert!(
+            message.contains(&digest) && message.contains("berth sign"),
+            "{message}"
+        );
+        let v = verification(&status);
+        assert_eq!(
+            (
+                v.verified,
+                v.reason.as_deref(),
+                v.digest.as_deref(),
+                v.signature_required
+            ),
+            (
+                ConditionStatus::False,
+                Some("Unsigned"),
+                Some(digest.as_str()),
+                true
+            )
+        );
+        let progressing = condition(&status, PROGRESSING);
+        assert_eq!(progressing.reason.as_deref(), Some(IMAGE_REFUSED));
+        assert!(
+            progressing
+                .message
+                .as_deref()
+                .unwrap()
+                .ends_with("; nothing runs")
+        );
+        assert_eq!(condition(&status, AVAILABLE).status, ConditionStatus::False);
+        assert_eq!(
+            events(&seen),
+            [
+                ("Failed".into(), "Warning".into()),
+                ("Unsigned".into(), "Warning".into())
+            ]
+        );
+        assert!(note_of(&seen, "Failed").contains("berth sign"));
+        let records = audit.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].type_.as_str(), records[0].outcome.as_str()),
+            (types::SECURITY, "denied")
+        );
+        assert_eq!(records[0].details["reason"], "Unsigned");
+        assert_eq!(records[0].details["digest"], digest.as_str());
+        assert_eq!(records[0].plugin, "calculator");
+    }
+
+    #[tokio::test]
+    async fn an_image_signed_by_an_untrusted_key_is_refused_while_the_old_revision_serves() {
+        let reg = TestRegistry::start();
+        let release = keys::generate(b"").unwrap();
+        let stranger = keys::generate(b"").unwrap();
+        let old = format!("{}/berth/calculator:0.1.0", reg.addr);
+        let new = format!("{}/berth/calculator:0.2.0", reg.addr);
+        let mut p = plugin("calculator", &new, "0.2.0");
+        p.metadata.generation = Some(2);
+        let d1 = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&p), "1")
+            .await;
+        reg.push_image("berth/calculator:0.2.0", &labels_of(&p), "2")
+            .await;
+        sign(&reg, &new, &stranger.private_pem).await;
+        serving(&mut p, &old, "0.1.0", &d1);
+        let supply = Arc::new(SupplyChain::new(options(
+            &[],
+            &[("release.pub", &release.public_pem)],
+            &["calc*"],
+        )));
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let pinned1 = format!("{}/berth/calculator@{d1}", reg.addr);
+        let expected = vec![
+            get_deployment(
+                "calculator",
+                Reply::Json(deployment(
+                    "calculator",
+                    1,
+                    &pinned1,
+                    &json!({}),
+                    true,
+                    false,
+                )),
+            ),
+            status_patch(&p),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        assert_eq!(
+            status.revisions.len(),
+            1,
+            "the refused digest is no revision"
+        );
+        assert_eq!(status.image_digest.as_deref(), Some(d1.as_str()));
+        let c = verified(&status);
+        assert_eq!(
+            (c.status, c.reason.as_deref()),
+            (ConditionStatus::False, Some("UntrustedSignature"))
+        );
+        assert!(c.message.as_deref().unwrap().contains("release.pub"));
+        let progressing = condition(&status, PROGRESSING);
+        assert!(
+            progressing
+                .message
+                .as_deref()
+                .unwrap()
+                .ends_with("; revision 1 keeps serving")
+        );
+        assert_eq!(condition(&status, AVAILABLE).status, ConditionStatus::True);
+        assert_eq!(
+            events(&seen),
+            [
+                ("Degraded".into(), "Warning".into()),
+                ("UntrustedSignature".into(), "Warning".into())
+            ]
+        );
+        assert_eq!(audit.records()[0].details["reason"], "UntrustedSignature");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_signature_is_refused() {
+        let reg = TestRegistry::start();
+        let release = keys::generate(b"").unwrap();
+        let image = format!("{}/berth/calculator:0.1.0", reg.addr);
+        let p = plugin("calculator", &image, "0.1.0");
+        let digest = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&p), "1")
+            .await;
+        reg.push_malformed_signature("berth/calculator", &digest, b"{not json")
+            .await;
+        let supply = Arc::new(SupplyChain::new(options(
+            &[],
+            &[("release.pub", &release.public_pem)],
+            &["calculator"],
+        )));
+        let (ctx, verifier, mut caches, _) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let expected = vec![
+            get_deployment("calculator", Reply::Error(404)),
+            status_patch(&p),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(
+            verified(&status).reason.as_deref(),
+            Some("MalformedSignature")
+        );
+        assert_eq!(
+            verification(&status).reason.as_deref(),
+            Some("MalformedSignature")
+        );
+        assert_eq!(events(&seen)[1].0, "MalformedSignature");
+    }
+
+    #[tokio::test]
+    async fn a_signed_image_runs_with_its_signer_in_status_and_a_wider_unsigned_push_is_refused() {
+        let reg = TestRegistry::start();
+        let release = keys::generate(b"").unwrap();
+        let image = format!("{}/berth/calculator:0.1.0", reg.addr);
+        let p = plugin("calculator", &image, "0.1.0");
+        let d1 = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&p), "1")
+            .await;
+        sign(&reg, &image, &release.private_pem).await;
+        let trusted = [("release.pub", release.public_pem.as_str())];
+        let supply = Arc::new(SupplyChain::new(options(&[], &trusted, &["*"])));
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let mut expected = vec![get_deployment("calculator", Reply::Error(404))];
+        expected.extend(workload_applies());
+        expected.extend([status_patch(&p), Expect::event(NS), Expect::event(NS)]);
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        let pinned1 = format!("{}/berth/calculator@{d1}", reg.addr);
+        assert_eq!(
+            image_of(body_of(&seen, Method::PATCH, "/deployments/calculator")),
+            pinned1
+        );
+        let status = status_of(&seen);
+        let v = verification(&status);
+        assert_eq!(
+            (
+                v.verified,
+                v.signed_by.as_deref(),
+                v.signature_required,
+                v.reason.as_deref()
+            ),
+            (ConditionStatus::True, Some("release.pub"), true, None)
+        );
+        let c = verified(&status);
+        assert_eq!(
+            (c.status, c.reason.as_deref()),
+            (ConditionStatus::True, Some("Signed"))
+        );
+        assert_eq!(
+            events(&seen),
+            [
+                ("Deploying".into(), "Normal".into()),
+                ("SignatureVerified".into(), "Normal".into())
+            ]
+        );
+        let records = audit.records();
+        assert_eq!(
+            (records[0].type_.as_str(), records[0].outcome.as_str()),
+            (types::SECURITY, "success")
+        );
+        assert_eq!(records[0].details["signedBy"], "release.pub");
+        assert_eq!(
+            records[0].details["fingerprint"],
+            TrustedKey::from_pem("k", &release.public_pem)
+                .unwrap()
+                .fingerprint
+        );
+
+        // The same tag pushed again with a label that widens the permissions and no new
+        // signature, and the wider manifest applied with a grant: refused, and revision 1
+        // keeps serving untouched.
+        let mut wider = p.clone();
+        wider.metadata.generation = Some(2);
+        any_egress(&mut wider);
+        let d2 = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&wider), "2")
+            .await;
+        serving(&mut wider, &image, "0.1.0", &d1);
+        let grant = grant_for(&wider);
+        let supply = Arc::new(SupplyChain::new(options(&[], &trusted, &["*"])));
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&wider], &[&grant]);
+        let expected = vec![
+            get_deployment(
+                "calculator",
+                Reply::Json(deployment(
+                    "calculator",
+                    1,
+                    &pinned1,
+                    &json!({}),
+                    true,
+                    false,
+                )),
+            ),
+            status_patch(&wider),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&wider, ctx, verifier, expected).await;
+        result.unwrap();
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        assert_eq!(status.revisions.len(), 1);
+        let v = verification(&status);
+        assert_eq!(
+            (v.verified, v.reason.as_deref(), v.digest.as_deref()),
+            (ConditionStatus::False, Some("Unsigned"), Some(d2.as_str()))
+        );
+        assert_eq!(
+            events(&seen),
+            [
+                ("Degraded".into(), "Warning".into()),
+                ("Unsigned".into(), "Warning".into())
+            ]
+        );
+        assert_eq!(audit.records()[0].outcome, "denied");
+    }
+
+    #[tokio::test]
+    async fn permissions_beyond_the_signed_manifest_are_refused() {
+        let reg = TestRegistry::start();
+        let release = keys::generate(b"").unwrap();
+        let image = format!("{}/berth/calculator:0.1.0", reg.addr);
+        let signed = plugin("calculator", &image, "0.1.0");
+        let digest = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&signed), "1")
+            .await;
+        sign(&reg, &image, &release.private_pem).await;
+        // Applied by digest (no resolution) and asking for egress the signer never declared.
+        let mut p = plugin(
+            "calculator",
+            &format!("{}/berth/calculator@{digest}", reg.addr),
+            "0.1.0",
+        );
+        any_egress(&mut p);
+        let grant = grant_for(&p);
+        let supply = Arc::new(SupplyChain::new(options(
+            &[],
+            &[("release.pub", &release.public_pem)],
+            &["*"],
+        )));
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&p], &[&grant]);
+        let expected = vec![
+            get_deployment("calculator", Reply::Error(404)),
+            status_patch(&p),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Failed));
+        let c = verified(&status);
+        assert_eq!(
+            (c.status, c.reason.as_deref()),
+            (ConditionStatus::False, Some("PermissionsNotSigned"))
+        );
+        let message = c.message.as_deref().unwrap();
+        assert!(
+            message.contains("spec.permissions asks for network egress *:443"),
+            "{message}"
+        );
+        assert!(message.contains("signed by release.pub"), "{message}");
+        assert_eq!(
+            events(&seen),
+            [
+                ("Failed".into(), "Warning".into()),
+                ("PermissionsNotSigned".into(), "Warning".into())
+            ]
+        );
+        assert_eq!(audit.records()[0].details["reason"], "PermissionsNotSigned");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_named_and_stops_nothing() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let old = format!("127.0.0.1:{port}/berth/calculator:0.1.0");
+        let new = format!("127.0.0.1:{port}/berth/calculator:0.2.0");
+        let d1 = format!("sha256:{}", "11".repeat(32));
+        let pinned1 = format!("127.0.0.1:{port}/berth/calculator@{d1}");
+        let mut p = plugin("calculator", &new, "0.2.0");
+        p.metadata.generation = Some(2);
+        serving(&mut p, &old, "0.1.0", &d1);
+        let supply = Arc::new(SupplyChain::new(options(&[], &[], &[])));
+
+        // A new version cannot be resolved: revision 1 keeps serving, untouched.
+        let (ctx, verifier, mut caches, audit) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let expected = vec![
+            get_deployment(
+                "calculator",
+                Reply::Json(deployment(
+                    "calculator",
+                    1,
+                    &pinned1,
+                    &json!({}),
+                    true,
+                    false,
+                )),
+            ),
+            status_patch(&p),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        assert_eq!(result.unwrap(), Action::requeue(CHECK_RETRY));
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        assert_eq!(status.revisions.len(), 1);
+        let c = verified(&status);
+        assert_eq!(
+            (c.status, c.reason.as_deref()),
+            (ConditionStatus::Unknown, Some("RegistryUnreachable"))
+        );
+        let message = c.message.as_deref().unwrap();
+        for part in [
+            new.as_str(),
+            "cannot reach the registry",
+            "supplyChain.registryEgress",
+            "supplyChain.insecureRegistries",
+        ] {
+            assert!(message.contains(part), "{part:?} not in {message}");
+        }
+        let progressing = condition(&status, PROGRESSING);
+        assert_eq!(progressing.reason.as_deref(), Some(IMAGE_NOT_CHECKED));
+        assert!(
+            progressing
+                .message
+                .as_deref()
+                .unwrap()
+                .ends_with("revision 1 keeps serving")
+        );
+        assert_eq!(verification(&status).verified, ConditionStatus::Unknown);
+        assert_eq!(
+            events(&seen),
+            [
+                ("Degraded".into(), "Warning".into()),
+                ("RegistryUnreachable".into(), "Warning".into())
+            ]
+        );
+        assert_eq!(audit.records()[0].outcome, "failure");
+
+        // A first revision that cannot be resolved: nothing runs and it is not Ready.
+        let fresh = plugin("calculator", &new, "0.2.0");
+        let (ctx, verifier, mut caches, _) = context(&supply);
+        caches.fill(&[&fresh], &[]);
+        let expected = vec![
+            get_deployment("calculator", Reply::Error(404)),
+            status_patch(&fresh),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&fresh, ctx, verifier, expected).await;
+        result.unwrap();
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Pending));
+        assert_eq!(condition(&status, AVAILABLE).status, ConditionStatus::False);
+        let event = seen.iter().find(|s| s.path.ends_with("/events")).unwrap();
+        assert_eq!(event.body["reason"], "Pending");
+        assert!(
+            event.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("cannot reach the registry")
+        );
+    }
+
+    /// The pull secret as the API server returns it.
+    fn pull_secret(config_json: &str) -> Value {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(PULL.into()),
+                namespace: Some(NS.into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some(BTreeMap::from([(
+                ".dockerconfigjson".to_string(),
+                ByteString(config_json.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        serde_json::to_value(secret).unwrap()
+    }
+
+    #[tokio::test]
+    async fn credentials_come_from_the_pull_secret_and_wrong_or_missing_ones_are_named() {
+        let reg = TestRegistry::start_with_login("berth", "s3cret");
+        let release = keys::generate(b"").unwrap();
+        let image = format!("{}/berth/calculator:0.1.0", reg.addr);
+        let p = plugin("calculator", &image, "0.1.0");
+        let digest = reg
+            .push_image("berth/calculator:0.1.0", &labels_of(&p), "1")
+            .await;
+        sign(&reg, &image, &release.private_pem).await;
+        let trusted = [("release.pub", release.public_pem.as_str())];
+        let get_pull = |reply| Expect::new(Method::GET, format!("{SECRETS}/{PULL}"), reply);
+
+        // Resolved and verified with the Secret's credentials; pods pull with it too.
+        let supply = Arc::new(SupplyChain::new(options(&[PULL], &trusted, &["*"])));
+        let (ctx, verifier, mut caches, _) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let mut expected = vec![
+            get_deployment("calculator", Reply::Error(404)),
+            get_pull(Reply::Json(pull_secret(&reg.docker_config_json()))),
+        ];
+        expected.extend(workload_applies());
+        expected.extend([status_patch(&p), Expect::event(NS), Expect::event(NS)]);
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        let sent = body_of(&seen, Method::PATCH, "/deployments/calculator");
+        assert_eq!(
+            image_of(sent),
+            format!("{}/berth/calculator@{digest}", reg.addr)
+        );
+        assert_eq!(
+            sent["spec"]["template"]["spec"]["imagePullSecrets"],
+            json!([{"name": PULL}])
+        );
+        kubernetes_validate(std::slice::from_ref(sent));
+        let status = status_of(&seen);
+        assert_eq!(
+            verification(&status).signed_by.as_deref(),
+            Some("release.pub")
+        );
+
+        // Wrong credentials (say, a rotated password): named, with the Secret and the fix.
+        let mut expired = reg.docker_config_json();
+        use base64::Engine as _;
+        let old = base64::engine::general_purpose::STANDARD.encode("berth:s3cret");
+        let new = base64::engine::general_purpose::STANDARD.encode("berth:expired");
+        expired = expired.replace(&old, &new);
+        let supply = Arc::new(SupplyChain::new(options(&[PULL], &trusted, &["*"])));
+        let (ctx, verifier, mut caches, _) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let expected = vec![
+            get_deployment("calculator", Reply::Error(404)),
+            get_pull(Reply::Json(pull_secret(&expired))),
+            status_patch(&p),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        assert_eq!(result.unwrap(), Action::requeue(CHECK_RETRY));
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        assert_eq!(status.phase, Some(Phase::Pending));
+        let c = verified(&status);
+        assert_eq!(
+            (c.status, c.reason.as_deref()),
+            (ConditionStatus::Unknown, Some("RegistryUnauthorized"))
+        );
+        let message = c.message.as_deref().unwrap();
+        for part in [
+            image.as_str(),
+            "refused the credentials",
+            "Secret default/registry-pull",
+            "kubectl create secret docker-registry",
+        ] {
+            assert!(message.contains(part), "{part:?} not in {message}");
+        }
+
+        // The Secret does not exist: named, with how to create it.
+        let supply = Arc::new(SupplyChain::new(options(&[PULL], &trusted, &["*"])));
+        let (ctx, verifier, mut caches, _) = context(&supply);
+        caches.fill(&[&p], &[]);
+        let expected = vec![
+            get_deployment("calculator", Reply::Error(404)),
+            get_pull(Reply::Error(404)),
+            status_patch(&p),
+            Expect::event(NS),
+            Expect::event(NS),
+        ];
+        let (result, seen) = reconcile_with(&p, ctx, verifier, expected).await;
+        result.unwrap();
+        workload_untouched(&seen);
+        let status = status_of(&seen);
+        let c = verified(&status);
+        assert_eq!(c.reason.as_deref(), Some("PullSecretMissing"));
+        let message = c.message.as_deref().unwrap();
+        for part in [
+            "default/registry-pull",
+            "does not exist",
+            &format!("--docker-server={}", reg.addr),
+            "supplyChain.pullSecrets",
+        ] {
+            assert!(message.contains(part), "{part:?} not in {message}");
+        }
+        assert_eq!(events(&seen)[1].0, "PullSecretMissing");
+    }
+}

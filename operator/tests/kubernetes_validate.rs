@@ -88,6 +88,36 @@ fn rendered_objects_are_valid_kubernetes_1_33_in_strict_mode() {
         kinds.insert("Secret".to_string());
         written.push(path);
     }
+    // A Deployment as the operator applies it when it resolves digests: pinned, with the
+    // pull secrets the kubelet pulls with.
+    let owner = rendered_plugin(&files, "calculator");
+    let options = berth_operator::render::RenderOptions {
+        image_pull_secrets: vec!["registry-pull".into()],
+        ..berth_operator::render::RenderOptions::default()
+    };
+    let revision = berth_operator::render::RevisionToRun {
+        number: 2,
+        image: berth_operator::plan::pinned(
+            &owner.spec.image,
+            Some(&format!("sha256:{}", "ab".repeat(32))),
+        ),
+        version: owner.spec.version.clone(),
+    };
+    let pinned = berth_operator::render::render(berth_operator::render::RenderInput {
+        plugin: &owner,
+        granted: &owner.spec.permissions,
+        revision: &revision,
+        options: &options,
+    })
+    .expect("calculator renders");
+    let value = serde_json::to_value(&pinned.deployment).unwrap();
+    assert_eq!(
+        value["spec"]["template"]["spec"]["imagePullSecrets"][0]["name"],
+        "registry-pull"
+    );
+    let path = dir.path().join("calculator-pinned-deployment.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&value).unwrap()).unwrap();
+    written.push(path);
     for (file, job) in common::benchmark_jobs() {
         let name = std::path::Path::new(&file)
             .file_stem()

@@ -2,7 +2,8 @@
 """Checks charts/berth with real tools.
 
 - Helm (the engine embedded in helm-python-sdk) lints the chart and renders it with the
-  default values, with every optional feature on, and watching one namespace.
+  default values, with every optional feature on, watching one namespace, and with the
+  supply-chain values set.
 - kubernetes-validate checks every rendered object and both CRDs against the Kubernetes
   1.33 schemas in strict mode.
 - The operator's and gateway's RBAC must be exactly tests/chart/operator-rbac.yaml, whose
@@ -10,6 +11,8 @@
 - values.schema.json must turn a wrong value into a render error that names it.
 - With --berth-bin, every flag and BERTH_* variable the chart passes must be one that
   `berth operator` / `berth gateway` accept.
+- The supply-chain values (pull secrets, trusted keys, signature requirements, registry
+  egress) reach the operator's flags, volumes and NetworkPolicy.
 
 Exit status: 0 all good, 1 a check failed, 77 a tool is missing (python module).
 """
@@ -113,6 +116,28 @@ ONE_NAMESPACE: dict[str, Any] = {
     "watchNamespace": "plugins",
     "operator": {"leaderElection": {"enabled": False}},
     "kubernetesPermissions": {"enabled": True, "escalate": True},
+    "supplyChain": {"pinDigests": False},
+}
+
+# A cosign-style ECDSA P-256 public key (what `berth keygen` writes as cosign.pub).
+RELEASE_PUB = """-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE/yj93tRrlLiSKJp8qeoF7Ieg8OPp
+Z1wVHLSSlE22GmkPZulRkSCQ8VTIukd6SSgGExszlqokSJkkLLMdAMeJLQ==
+-----END PUBLIC KEY-----
+"""
+
+SUPPLY_CHAIN: dict[str, Any] = {
+    "supplyChain": {
+        "resolveIntervalSeconds": 120,
+        "pullSecrets": ["registry-pull", "mirror-pull"],
+        "insecureRegistries": ["registry.internal:5000"],
+        "requireSignatures": ["calculator", "team-*"],
+        "trustedKeys": [{"name": "release", "pem": RELEASE_PUB}],
+        "existingTrustedKeysConfigMap": "platform-keys",
+        "registryEgress": [
+            {"to": [{"ipBlock": {"cidr": "203.0.113.10/32"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+        ],
+    },
 }
 
 
@@ -165,7 +190,8 @@ def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 
 def check_lint() -> None:
-    for label, values in [("default values", None), ("every feature on", ALL_FEATURES)]:
+    for label, values in [("default values", None), ("every feature on", ALL_FEATURES),
+                          ("supply chain", SUPPLY_CHAIN)]:
         report = helm.lint(CHART, values, strict=True, kube_version="v" + KUBERNETES_VERSION)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + [
             {"severity": 3, "path": "", "error": e} for e in report.get("errors", [])
@@ -250,6 +276,10 @@ def arg_value(args: list[str], flag: str) -> str | None:
     return None
 
 
+def arg_values(args: list[str], flag: str) -> list[str]:
+    return [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+
+
 def check_defaults(objects: list[dict[str, Any]]) -> None:
     for o in objects:
         validate(o, o["__template"])
@@ -264,6 +294,15 @@ def check_defaults(objects: list[dict[str, Any]]) -> None:
     check(arg_value(op_args, "--leader-elect") == "true", "operator: leader election on by default")
     check(arg_value(op_args, "--auto-approve-tier") == "low", "operator: auto-approve tier low by default")
     check(arg_value(op_args, "--namespace") is None, "operator: watches every namespace by default")
+    check(arg_value(op_args, "--pin-digests") == "true" and arg_value(op_args, "--resolve-interval-seconds") == "300",
+          "operator: plugin images pinned to digests by default, tags resolved again every 300 s")
+    check(not arg_values(op_args, "--image-pull-secret") and not arg_values(op_args, "--require-signature")
+          and not arg_values(op_args, "--signed-plugins"),
+          "operator: no pull secret, trusted key or signature requirement by default")
+    op_policy = one(objects, "NetworkPolicy", "berth-operator")
+    registry_ports = {p.get("port") for r in op_policy["spec"]["egress"] if not r.get("to")
+                      for p in r.get("ports", [])}
+    check({443, 5000} <= registry_ports, f"operator NetworkPolicy lets it reach registries on 443 and 5000: {sorted(map(str, registry_ports))}")
     gateway_pod_labels = gateway["spec"]["template"]["metadata"]["labels"]
     selector = dict(p.split("=", 1) for p in arg_value(op_args, "--gateway-selector").split(","))
     check(all(gateway_pod_labels.get(k) == v for k, v in selector.items()),
@@ -409,10 +448,53 @@ def check_all_features(objects: list[dict[str, Any]], dashboard_json: str) -> No
     check({"cidr": "203.0.113.0/24"} in blocks, "gateway.egress.cidrs become the gateway's egress IPBlocks")
 
 
+def check_supply_chain(objects: list[dict[str, Any]]) -> None:
+    for o in objects:
+        validate(o, o["__template"])
+    operator = one(objects, "Deployment", "berth-operator")
+    check_restricted(operator)
+    args = args_of(operator)
+    check(arg_value(args, "--pin-digests") == "true" and arg_value(args, "--resolve-interval-seconds") == "120",
+          "operator: supplyChain.pinDigests and resolveIntervalSeconds reach its flags")
+    check(arg_values(args, "--image-pull-secret") == ["registry-pull", "mirror-pull"],
+          "operator: one --image-pull-secret per supplyChain.pullSecrets entry")
+    check(arg_values(args, "--insecure-registry") == ["registry.internal:5000"],
+          "operator: supplyChain.insecureRegistries become --insecure-registry")
+    check(arg_values(args, "--signed-plugins") == ["calculator", "team-*"],
+          "operator: supplyChain.requireSignatures become --signed-plugins")
+    key_dirs = arg_values(args, "--require-signature")
+    pod = operator["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    check(key_dirs == ["/etc/berth/trusted-keys/chart", "/etc/berth/trusted-keys/existing"]
+          and mounts.get("trusted-keys", {}).get("mountPath") == key_dirs[0]
+          and mounts.get("existing-trusted-keys", {}).get("mountPath") == key_dirs[1]
+          and all(mounts[n].get("readOnly") for n in ("trusted-keys", "existing-trusted-keys")),
+          f"operator: each --require-signature key directory is a read-only mount: {key_dirs}")
+    check(volumes.get("trusted-keys", {}).get("configMap", {}).get("name") == "berth-operator-trusted-keys"
+          and volumes.get("existing-trusted-keys", {}).get("configMap", {}).get("name") == "platform-keys",
+          "operator: the chart's key ConfigMap and supplyChain.existingTrustedKeysConfigMap are mounted")
+    keys = one(objects, "ConfigMap", "berth-operator-trusted-keys")
+    check(keys["data"] == {"release.pub": RELEASE_PUB},
+          "the trusted-keys ConfigMap holds each key as NAME.pub, verbatim")
+    annotations = operator["spec"]["template"]["metadata"].get("annotations", {})
+    check(len(annotations.get("checksum/trusted-keys", "")) == 64,
+          "operator pods carry a checksum of the trusted keys, so new keys restart it")
+    policy = one(objects, "NetworkPolicy", "berth-operator")
+    check(SUPPLY_CHAIN["supplyChain"]["registryEgress"][0] in policy["spec"]["egress"],
+          "operator NetworkPolicy carries supplyChain.registryEgress")
+
+
 def check_one_namespace(objects: list[dict[str, Any]]) -> None:
     for o in objects:
         validate(o, o["__template"])
     operator = one(objects, "Deployment", "berth-operator")
+    op_args = args_of(operator)
+    check(arg_value(op_args, "--pin-digests") == "false" and arg_value(op_args, "--resolve-interval-seconds") is None,
+          "operator: supplyChain.pinDigests false turns resolution off")
+    op_policy = one(objects, "NetworkPolicy", "berth-operator")
+    check(not any(p.get("port") == 5000 for r in op_policy["spec"]["egress"] for p in r.get("ports", [])),
+          "operator NetworkPolicy: no registry egress while digests are not resolved")
     check(arg_value(args_of(operator), "--namespace") == "plugins", "operator --namespace from watchNamespace")
     check(arg_value(args_of(operator), "--leader-elect") == "false", "leader election can be turned off")
     check(operator["spec"]["strategy"]["type"] == "Recreate", "without leader election the operator is never doubled")
@@ -444,7 +526,27 @@ def check_schema(chart: Any) -> None:
         ({"kubernetesPermissions": {"enabled": "yes"}}, ["enabled"]),
         ({"gateway": {"egress": {"deny": ["not a cidr"]}}}, ["deny"]),
         ({"gateway": {"egress": {"cidrs": [{"cidr": "0.0.0.0/0", "exclude": []}]}}}, ["exclude"]),
+        ({"supplyChain": {"pullSecrets": ["Registry_Pull"]}}, ["pullSecrets"]),
+        ({"supplyChain": {"trustedKeys": [{"name": "release"}]}}, ["pem"]),
+        ({"supplyChain": {"trustedKeys": [{"name": "release", "pem": "not a key"}]}}, ["pem"]),
+        ({"supplyChain": {"requireSignatures": ["a*b"]}}, ["requireSignatures"]),
+        ({"supplyChain": {"pinDigest": True}}, ["pinDigest"]),
+        ({"supplyChain": {"resolveIntervalSeconds": 1}}, ["resolveIntervalSeconds"]),
     ]
+    for values, words in [
+        ({"supplyChain": {"pinDigests": False, "trustedKeys": [{"name": "release", "pem": RELEASE_PUB}]}},
+         ["supplyChain.trustedKeys", "supplyChain.pinDigests"]),
+        ({"supplyChain": {"pinDigests": False, "existingTrustedKeysConfigMap": "platform-keys"}},
+         ["existingTrustedKeysConfigMap", "supplyChain.pinDigests"]),
+    ]:
+        try:
+            render(chart, values)
+        except helm.HelmError as e:
+            message = str(e)
+            check(all(w in message for w in words),
+                  f"the chart refuses {json.dumps(values)[:80]}…: {message.strip().splitlines()[-1].strip()}")
+        else:
+            fail(f"the chart accepted {json.dumps(values)}")
     try:
         render(chart, {"watchNamespace": "plugins", "gateway": {"pluginNamespace": "other"}})
     except helm.HelmError as e:
@@ -655,6 +757,7 @@ def main() -> int:
         ("default values", {}, check_defaults),
         ("every feature on", ALL_FEATURES, lambda o: check_all_features(o, dashboard)),
         ("one watched namespace", ONE_NAMESPACE, check_one_namespace),
+        ("supply chain", SUPPLY_CHAIN, check_supply_chain),
     ]
     rendered = {}
     for label, values, checks in scenarios:
@@ -681,7 +784,7 @@ def main() -> int:
         check_rbac_covers_code(rbac, component)
     if args.berth_bin:
         print(f"--- flags against {args.berth_bin}")
-        for label in ("default values", "every feature on", "one watched namespace"):
+        for label in ("default values", "every feature on", "one watched namespace", "supply chain"):
             if label in rendered:
                 check_flags(args.berth_bin, rendered[label])
 

@@ -55,6 +55,7 @@ struct Case<'a> {
     dependencies: BTreeMap<String, DependencyState>,
     deployment: Option<DeploymentView>,
     auto_approve: RiskTier,
+    check: Option<ImageCheck>,
 }
 
 impl<'a> Case<'a> {
@@ -65,20 +66,24 @@ impl<'a> Case<'a> {
             dependencies: BTreeMap::new(),
             deployment: None,
             auto_approve: RiskTier::Low,
+            check: None,
         }
     }
 
     fn plan(&self) -> Plan {
-        plan(PlanInput {
-            plugin: self.plugin,
-            grants: &self.grants,
-            dependencies: &self.dependencies,
-            deployment: self.deployment.as_ref(),
-            now: now(),
-            auto_approve: self.auto_approve,
-            options: &RenderOptions::default(),
-            validation: None,
-        })
+        plan_with_image(
+            PlanInput {
+                plugin: self.plugin,
+                grants: &self.grants,
+                dependencies: &self.dependencies,
+                deployment: self.deployment.as_ref(),
+                now: now(),
+                auto_approve: self.auto_approve,
+                options: &RenderOptions::default(),
+                validation: None,
+            },
+            self.check.as_ref(),
+        )
     }
 }
 
@@ -814,4 +819,274 @@ fn a_rollback_goes_back_to_the_good_revisions_credential() {
         "both run until the rollback is done"
     );
     assert!(plan.stale_credentials.is_empty());
+}
+
+fn accepted(plugin: &Plugin, digest: &str) -> ImageCheck {
+    ImageCheck {
+        image: plugin.spec.image.clone(),
+        signature_required: false,
+        outcome: CheckOutcome::Accepted {
+            digest: digest.to_string(),
+            signature: None,
+        },
+    }
+}
+
+fn refused(plugin: &Plugin, digest: &str) -> ImageCheck {
+    ImageCheck {
+        image: plugin.spec.image.clone(),
+        signature_required: true,
+        outcome: CheckOutcome::Refused {
+            digest: Some(digest.to_string()),
+            reason: "Unsigned".into(),
+            message: "spec.image is not signed; sign it with `berth sign`".into(),
+        },
+    }
+}
+
+fn unreachable(plugin: &Plugin) -> ImageCheck {
+    ImageCheck {
+        image: plugin.spec.image.clone(),
+        signature_required: false,
+        outcome: CheckOutcome::Unknown {
+            digest: None,
+            reason: "RegistryUnreachable".into(),
+            message: "spec.image: cannot reach the registry".into(),
+        },
+    }
+}
+
+fn image_of(plan: &Plan) -> String {
+    let Workload::Apply { rendered, .. } = &plan.workload else {
+        panic!("expected Apply, got {:?}", plan.workload)
+    };
+    rendered
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+#[test]
+fn a_revision_is_image_version_and_digest() {
+    let p = calculator();
+    let mut case = Case::new(&p);
+    case.check = Some(accepted(&p, &digest(1)));
+    let first = case.plan();
+    assert_eq!(image_of(&first), format!("berth/calculator@{}", digest(1)));
+    assert_eq!(first.status.revisions[0].image_digest, Some(digest(1)));
+    assert_eq!(first.status.image_digest, Some(digest(1)));
+    assert_eq!(
+        first.digest_wanted, None,
+        "the digest is known before the pods run"
+    );
+
+    // Same digest: the same revision, nothing new to say.
+    let p = with_status(&p, &first);
+    let mut case = Case::new(&p);
+    case.deployment = Some(rolled_out(1, &Permissions::default()));
+    case.check = Some(accepted(&p, &digest(1)));
+    let again = case.plan();
+    assert_eq!(again.status.revisions.len(), 1);
+    assert_eq!(again.status.revisions[0].outcome, RevisionOutcome::Active);
+    assert_eq!(again.notice, None);
+
+    // The tag names another digest: revision 2, pinned to it.
+    let p = with_status(&p, &again);
+    let mut case = Case::new(&p);
+    case.deployment = Some(rolled_out(1, &Permissions::default()));
+    case.check = Some(accepted(&p, &digest(2)));
+    let moved = case.plan();
+    assert_eq!(moved.status.revisions.len(), 2);
+    assert_eq!(moved.status.revisions[1].image_digest, Some(digest(2)));
+    assert_eq!(image_of(&moved), format!("berth/calculator@{}", digest(2)));
+    assert_eq!(moved.status.phase, Some(Phase::Deploying));
+    let notice = moved.notice.as_ref().expect("a new digest is announced");
+    assert_eq!(notice.reason, "ImagePinned");
+    assert_eq!(notice.details["revision"], 2);
+}
+
+#[test]
+fn tags_without_a_check_run_unpinned_as_before() {
+    let p = calculator();
+    let plan = Case::new(&p).plan();
+    assert_eq!(image_of(&plan), "berth/calculator:0.1.0");
+    assert_eq!(plan.status.verification, None);
+    assert!(plan.status.conditions.iter().all(|c| c.type_ != VERIFIED));
+}
+
+#[test]
+fn a_revision_from_before_pinning_learns_its_digest() {
+    let mut p = calculator();
+    p.status = Some(PluginStatus {
+        revisions: vec![Revision {
+            revision: 1,
+            version: "0.1.0".into(),
+            image: Some("berth/calculator:0.1.0".into()),
+            image_digest: None,
+            outcome: RevisionOutcome::Active,
+            message: None,
+        }],
+        ..PluginStatus::default()
+    });
+    let mut case = Case::new(&p);
+    case.deployment = Some(rolled_out(1, &Permissions::default()));
+    case.check = Some(accepted(&p, &digest(3)));
+    let plan = case.plan();
+    assert_eq!(plan.status.revisions.len(), 1);
+    assert_eq!(plan.status.revisions[0].image_digest, Some(digest(3)));
+    assert_eq!(image_of(&plan), format!("berth/calculator@{}", digest(3)));
+}
+
+#[test]
+fn a_refused_image_starts_nothing_and_keeps_what_runs() {
+    let p = calculator();
+    let mut case = Case::new(&p);
+    case.check = Some(refused(&p, &digest(1)));
+    let first = case.plan();
+    assert_eq!(first.workload, Workload::Nothing);
+    assert_eq!(first.status.phase, Some(Phase::Failed));
+    assert!(first.status.revisions.is_empty());
+    assert_eq!(first.credential_wanted, None);
+    let verified = condition(&first, VERIFIED);
+    assert_eq!(
+        (verified.status, verified.reason.as_deref()),
+        (ConditionStatus::False, Some("Unsigned"))
+    );
+    assert_eq!(
+        first.status.conditions[1].type_, VERIFIED,
+        "after Validated"
+    );
+    let t = first.transition.as_ref().unwrap();
+    assert!(t.note.contains("berth sign"), "{}", t.note);
+    let notice = first.notice.as_ref().unwrap();
+    assert!(notice.warning);
+    assert_eq!((notice.audit_type, notice.outcome), ("security", "denied"));
+
+    // Revision 1 serves; the new digest is refused: it keeps serving, untouched.
+    let mut p = upgraded(&p, "berth/calculator:0.2.0", "0.2.0");
+    p.status = Some(PluginStatus {
+        revisions: vec![Revision {
+            revision: 1,
+            version: "0.1.0".into(),
+            image: Some("berth/calculator:0.1.0".into()),
+            image_digest: Some(digest(1)),
+            outcome: RevisionOutcome::Active,
+            message: None,
+        }],
+        ..PluginStatus::default()
+    });
+    let mut case = Case::new(&p);
+    case.deployment = Some(rolled_out(1, &Permissions::default()));
+    case.check = Some(refused(&p, &digest(2)));
+    let plan = case.plan();
+    assert_eq!(plan.workload, Workload::Keep);
+    assert_eq!(plan.status.phase, Some(Phase::Degraded));
+    assert_eq!(plan.status.image_digest, Some(digest(1)));
+    assert_eq!(plan.status.revisions.len(), 1);
+    assert_eq!(
+        plan.status.verification.as_ref().unwrap().digest,
+        Some(digest(2))
+    );
+}
+
+#[test]
+fn a_refused_image_does_not_keep_a_revision_whose_grant_expired() {
+    let p = fetcher();
+    let g = grant_for(&p, Some("2026-03-01T11:00:00Z"));
+    let mut case = Case::new(&p);
+    case.grants = vec![&g];
+    case.deployment = Some(rolled_out(1, &p.spec.permissions));
+    case.check = Some(refused(&p, &digest(1)));
+    let plan = case.plan();
+    assert_eq!(plan.workload, Workload::Remove);
+    assert_ne!(plan.status.phase, Some(Phase::Ready));
+    assert!(
+        condition(&plan, PROGRESSING)
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("no longer granted")
+    );
+}
+
+#[test]
+fn an_unreachable_registry_keeps_the_known_digest_and_looks_again_soon() {
+    let p = calculator();
+    let mut case = Case::new(&p);
+    case.check = Some(accepted(&p, &digest(1)));
+    let first = case.plan();
+    let p = with_status(&p, &first);
+
+    // Same spec, registry down: the revision it is runs on, pinned to what was resolved.
+    let mut case = Case::new(&p);
+    case.deployment = Some(rolled_out(1, &Permissions::default()));
+    case.check = Some(unreachable(&p));
+    let plan = case.plan();
+    assert_eq!(image_of(&plan), format!("berth/calculator@{}", digest(1)));
+    assert_eq!(plan.status.phase, Some(Phase::Ready));
+    assert_eq!(condition(&plan, VERIFIED).status, ConditionStatus::Unknown);
+    assert_eq!(plan.requeue_after, CHECK_RETRY);
+    assert_eq!(plan.notice.as_ref().unwrap().outcome, "failure");
+
+    // A first revision that cannot be resolved is Pending, never Ready.
+    let fresh = calculator();
+    let mut case = Case::new(&fresh);
+    case.check = Some(unreachable(&fresh));
+    let plan = case.plan();
+    assert_eq!(plan.workload, Workload::Nothing);
+    assert_eq!(plan.status.phase, Some(Phase::Pending));
+    let t = plan.transition.as_ref().unwrap();
+    assert!(t.note.contains("cannot reach the registry"), "{}", t.note);
+}
+
+#[test]
+fn verification_time_changes_only_with_the_result() {
+    let p = calculator();
+    let mut case = Case::new(&p);
+    case.check = Some(accepted(&p, &digest(1)));
+    let mut first = case.plan();
+    first.status.verification.as_mut().unwrap().checked_at = Some("2020-01-01T00:00:00Z".into());
+    let p = with_status(&p, &first);
+    let mut case = Case::new(&p);
+    case.check = Some(accepted(&p, &digest(1)));
+    let same = case.plan();
+    assert_eq!(
+        same.status, first.status,
+        "an unchanged check writes nothing"
+    );
+    assert_eq!(same.notice, None);
+    let mut case = Case::new(&p);
+    case.check = Some(unreachable(&p));
+    let failed = case.plan();
+    assert_eq!(
+        failed
+            .status
+            .verification
+            .as_ref()
+            .unwrap()
+            .checked_at
+            .as_deref(),
+        Some("2026-03-01T12:00:00Z")
+    );
+}
+
+#[test]
+fn a_disabled_plugin_with_a_refused_image_is_stopped() {
+    let mut p = calculator();
+    p.spec.enabled = false;
+    let mut case = Case::new(&p);
+    case.deployment = Some(rolled_out(1, &Permissions::default()));
+    case.check = Some(refused(&p, &digest(1)));
+    let plan = case.plan();
+    assert_eq!(plan.workload, Workload::Remove);
+    assert_eq!(plan.status.phase, Some(Phase::Disabled));
 }

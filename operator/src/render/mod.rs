@@ -80,6 +80,9 @@ pub struct RenderOptions {
     pub progress_deadline_seconds: i32,
     /// Namespace for objects whose Plugin has none (only `berth render` needs it).
     pub default_namespace: String,
+    /// `kubernetes.io/dockerconfigjson` Secrets (in the plugin's namespace) the kubelet pulls
+    /// plugin images with: the same ones the operator resolves and verifies with.
+    pub image_pull_secrets: Vec<String>,
 }
 
 impl Default for RenderOptions {
@@ -98,6 +101,7 @@ impl Default for RenderOptions {
             dns_labels: BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]),
             progress_deadline_seconds: 300,
             default_namespace: "default".into(),
+            image_pull_secrets: Vec::new(),
         }
     }
 }

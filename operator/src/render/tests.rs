@@ -196,6 +196,38 @@ fn deployment_runs_the_image_of_the_revision() {
 }
 
 #[test]
+fn pull_secrets_are_rendered_only_when_configured() {
+    let p = calculator();
+    let spec = deployment_json(&rendered(&p))["spec"]["template"]["spec"].clone();
+    assert!(spec.get("imagePullSecrets").is_none());
+    let options = RenderOptions {
+        image_pull_secrets: vec!["registry-pull".into(), "mirror".into()],
+        ..RenderOptions::default()
+    };
+    let revision = RevisionToRun {
+        number: 1,
+        image: format!(
+            "registry.example/berth/calculator@sha256:{}",
+            "ab".repeat(32)
+        ),
+        version: "0.1.0".into(),
+    };
+    let r = render(RenderInput {
+        plugin: &p,
+        granted: &p.spec.permissions,
+        revision: &revision,
+        options: &options,
+    })
+    .unwrap();
+    let spec = deployment_json(&r)["spec"]["template"]["spec"].clone();
+    assert_eq!(
+        spec["imagePullSecrets"],
+        json!([{"name": "registry-pull"}, {"name": "mirror"}])
+    );
+    assert_eq!(spec["containers"][0]["image"], revision.image.as_str());
+}
+
+#[test]
 fn disabled_plugin_scales_to_zero() {
     let mut p = calculator();
     p.spec.enabled = false;
