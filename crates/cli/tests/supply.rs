@@ -99,7 +99,18 @@ fn signed_plugins_run_by_digest_and_the_others_are_refused() {
     let pushed = dev.ok(&["push", "berth/calculator:0.1.0", "--to", &calc]);
     let d1 = pushed.trim().rsplit_once('@').unwrap().1.to_owned();
     assert!(d1.starts_with("sha256:") && d1.len() == 71, "{pushed}");
-    dev.ok(&["push", "berth/hello:0.1.0", "--to", &hello]);
+    // `build --push` builds (here: finds the image up to date) and pushes to the registry.
+    let out = dev
+        .berth_command(&["build", "plugin-images/hello", "--push", "--registry", &reg])
+        .env("CARGO_TARGET_DIR", support::target_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", support::describe_output(&out));
+    assert!(
+        stdout.contains(&format!("pushed {reg}/berth/hello@sha256:")),
+        "{stdout}"
+    );
 
     // The calculator is signed by the trusted key; hello by another one.
     let signed = dev.ok(&["sign", &calc, "--key", release_key.to_str().unwrap()]);

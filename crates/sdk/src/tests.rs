@@ -584,10 +584,22 @@ impl std::io::Write for Captured {
     }
 }
 
+/// A process-wide subscriber interested in every callsite. Without it, a test on another
+/// thread can hit the plugin's span callsites first, with no subscriber interested, and
+/// tracing caches them as disabled while a test's scoped subscriber is being registered:
+/// that test's span fields then go missing.
+fn every_callsite_enabled() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
+}
+
 #[tokio::test]
 async fn logs_are_json_lines_with_top_level_protocol_fields() {
     use tracing::instrument::WithSubscriber;
     use tracing_subscriber::layer::SubscriberExt;
+    every_callsite_enabled();
     let captured = Captured::default();
     let sink = captured.clone();
     let subscriber =
@@ -808,6 +820,7 @@ async fn chunked_request_bodies_are_accepted() {
 async fn log_lines_carry_the_request_id_even_when_the_filter_drops_request_spans() {
     use tracing::instrument::WithSubscriber;
     use tracing_subscriber::layer::SubscriberExt;
+    every_callsite_enabled();
     let captured = Captured::default();
     let sink = captured.clone();
     let subscriber = tracing_subscriber::registry()

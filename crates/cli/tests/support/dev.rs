@@ -105,7 +105,7 @@ impl Dev {
     }
 
     /// `berth ARGS` for this state directory and daemon, from the workspace root.
-    fn berth_command(&self, args: &[&str]) -> Command {
+    pub fn berth_command(&self, args: &[&str]) -> Command {
         let mut c = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
