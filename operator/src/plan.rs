@@ -564,29 +564,19 @@ fn notice(check: &ImageCheck, status: &PluginStatus, plugin: &Plugin) -> Notice 
         ),
         CheckOutcome::Refused {
             reason, message, ..
-        } => {
-            details["reason"] = reason.clone().into();
-            details["message"] = message.clone().into();
-            (
-                true,
-                reason.clone(),
-                message.clone(),
-                audit_types::SECURITY,
-                "denied",
-            )
         }
-        CheckOutcome::Unknown {
+        | CheckOutcome::Unknown {
             reason, message, ..
         } => {
             details["reason"] = reason.clone().into();
             details["message"] = message.clone().into();
-            (
-                true,
-                reason.clone(),
-                message.clone(),
-                audit_types::LIFECYCLE,
-                "failure",
-            )
+            // A refusal is a security decision; no usable answer is a lifecycle failure.
+            let (audit_type, outcome) = if matches!(check.outcome, CheckOutcome::Refused { .. }) {
+                (audit_types::SECURITY, "denied")
+            } else {
+                (audit_types::LIFECYCLE, "failure")
+            };
+            (true, reason.clone(), message.clone(), audit_type, outcome)
         }
         CheckOutcome::Skipped { message } => (
             false,

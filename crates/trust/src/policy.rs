@@ -1,4 +1,8 @@
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
+use sigstore::cosign::signature_layers::SignatureLayer;
+use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
 
 use crate::{Error, ErrorKind, keys};
 
@@ -7,18 +11,29 @@ use crate::{Error, ErrorKind, keys};
 pub struct TrustedKey {
     /// Where it came from, e.g. `keys/release.pub`.
     pub name: String,
-    pub(crate) pem: String,
+    /// The key, parsed once when the policy is made.
+    pub(crate) verifier: SharedVerifier,
     /// `sha256:<hex>` of the PEM text: what audit records name.
     pub fingerprint: String,
+}
+
+/// A parsed public key shared by every verification that uses it.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedVerifier(Arc<PublicKeyVerifier>);
+
+impl VerificationConstraint for SharedVerifier {
+    fn verify(&self, signature_layer: &SignatureLayer) -> sigstore::errors::Result<bool> {
+        self.0.verify(signature_layer)
+    }
 }
 
 impl TrustedKey {
     /// Reads a public key PEM; `name` names it in errors and verdicts.
     pub fn from_pem(name: &str, pem: &str) -> Result<Self, Error> {
-        keys::verifier(name, pem.as_bytes())?;
+        let verifier = SharedVerifier(Arc::new(keys::verifier(name, pem.as_bytes())?));
         Ok(TrustedKey {
             name: name.to_owned(),
-            pem: pem.to_owned(),
+            verifier,
             fingerprint: format!(
                 "sha256:{}",
                 hex::encode(Sha256::digest(pem.trim().as_bytes()))

@@ -5,7 +5,7 @@ use sigstore::cosign::verification_constraint::VerificationConstraintVec;
 use sigstore::cosign::{Client, ClientBuilder, CosignCapabilities, verify_constraints};
 use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
 
-use crate::{Error, ErrorKind, Policy, Registry, Resolved, keys};
+use crate::{Error, ErrorKind, Policy, Registry, Resolved};
 
 /// A digest found signed by a trusted key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,8 +146,7 @@ impl Verifier {
             });
         }
         for key in policy.keys() {
-            let verifier = keys::verifier(&key.name, key.pem.as_bytes())?;
-            let constraints: VerificationConstraintVec = vec![Box::new(verifier)];
+            let constraints: VerificationConstraintVec = vec![Box::new(key.verifier.clone())];
             if verify_constraints(&signed, constraints.iter()).is_ok() {
                 return Ok(Verdict {
                     digest: resolved.digest.clone(),
