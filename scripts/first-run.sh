@@ -16,8 +16,13 @@ work=$(mktemp -d)
 state=$work/state
 log=$work/dev-up.log
 cleanup() {
-  # `cargo berth` runs berth as its child: stop the whole session (cargo and berth) at once.
-  if [[ -n ${dev_pid:-} ]]; then kill -INT -- -"$dev_pid" 2>/dev/null || true; wait "$dev_pid" 2>/dev/null || true; fi
+  # `cargo berth` runs berth as its child, which can sit in a process group of its own:
+  # interrupt cargo's group and cargo's children, then wait for cargo.
+  if [[ -n ${dev_pid:-} ]]; then
+    kill -INT -- -"$dev_pid" 2>/dev/null || true
+    pkill -INT -P "$dev_pid" 2>/dev/null || true
+    wait "$dev_pid" 2>/dev/null || true
+  fi
   if [[ -x ${berth:-} ]]; then BERTH_STATE_DIR=$state "$berth" dev down >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
